@@ -1,0 +1,3 @@
+from bailu.cli import main
+
+main()

@@ -1,0 +1,119 @@
+"""Runs one app call: authorise, resolve the published app, load history, run the
+runtime, record the turn. Protocol-independent: routes hand it an ``AppCall`` and
+encode the events it yields.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import anyio.to_thread
+
+from bailu import ids
+from bailu.appspec import AppSpec
+from bailu.calls import AppCall, Message
+from bailu.config import Settings
+from bailu.errors import AppAccessDenied, InvalidApiKey, WorkspaceAccessDenied
+from bailu.events import Event, Finished, TextDelta, Usage
+from bailu.models import ChatRequest, ModelRegistry
+from bailu.runtimes.agent import build_request, run_agent
+from bailu.sessions import SessionStore
+from bailu.store import apps as app_repo
+from bailu.store import workspaces as ws_repo
+from bailu.store.db import Database
+
+
+@dataclass
+class Prepared:
+    """Everything resolved before the model runs."""
+
+    call: AppCall
+    workspace_id: str
+    spec: AppSpec
+    session_id: str
+    request: ChatRequest
+    answer: list[str] = field(default_factory=list)
+    usage: dict[int, Usage] = field(default_factory=dict)
+
+
+class Runner:
+    def __init__(self, settings: Settings, db: Database, models: ModelRegistry) -> None:
+        self.settings = settings
+        self.db = db
+        self.models = models
+        self.sessions = SessionStore(db, settings.sessions)
+        self._default_ws: str | None = None
+
+    # -- before the model -------------------------------------------------------------------
+
+    async def prepare(self, call: AppCall, authorization: str | None) -> Prepared:
+        return await anyio.to_thread.run_sync(self._prepare, call, authorization)
+
+    def _prepare(self, call: AppCall, authorization: str | None) -> Prepared:
+        key = _bearer(authorization)
+        with self.db.read() as s:
+            owner = ws_repo.key_owner(s, key) if key else None
+            if owner is None:
+                raise InvalidApiKey()
+            workspace_id = call.workspace or self._default_workspace(s)
+            if owner.workspace_id != workspace_id:
+                raise WorkspaceAccessDenied(
+                    "Workspace access denied: this API key belongs to another workspace; "
+                    "send X-DashScope-WorkSpace with the app's workspace id."
+                    if call.workspace is None
+                    else None
+                )
+            published = app_repo.latest_published(s, workspace_id, call.app_id)
+            if published is None:
+                if app_repo.get_app(s, workspace_id, call.app_id) is not None:
+                    raise AppAccessDenied("App access denied: the app has not been published.")
+                raise AppAccessDenied()
+            spec = AppSpec.model_validate(published.spec)
+            history: list[Message] = []
+            if call.messages is None and call.session_id:
+                session_id = call.session_id
+                history = self.sessions.history(s, workspace_id, call.app_id, session_id)
+            else:
+                session_id = ids.session_id()
+        request = build_request(spec, call, history)
+        return Prepared(call=call, workspace_id=workspace_id, spec=spec, session_id=session_id, request=request)
+
+    def _default_workspace(self, s: object) -> str:
+        if self._default_ws is None:
+            self._default_ws = ws_repo.default_workspace_id(s)  # type: ignore[arg-type]
+        if self._default_ws is None:
+            raise InvalidApiKey()
+        return self._default_ws
+
+    # -- the model ----------------------------------------------------------------------------
+
+    async def run(self, p: Prepared) -> AsyncIterator[Event]:
+        """The runtime's events; the turn is recorded before ``Finished`` is passed on."""
+        model = self.models.get(p.spec.model)
+        async for event in run_agent(p.spec, p.request, model):
+            if isinstance(event, TextDelta):
+                p.answer.append(event.text)
+            elif isinstance(event, Usage):
+                p.usage[event.index] = event
+            elif isinstance(event, Finished):
+                await anyio.to_thread.run_sync(self._record, p)
+            yield event
+
+    def _record(self, p: Prepared) -> None:
+        answer = {"role": "assistant", "content": "".join(p.answer)}
+        if p.call.messages is not None:
+            turn = [m for m in p.call.messages if m["role"] != "system"] + [answer]
+        else:
+            turn = [{"role": "user", "content": p.call.prompt or ""}, answer]
+        usage = {str(i): [u.model_id, u.input_tokens, u.output_tokens] for i, u in p.usage.items()}
+        self.sessions.append_turn(p.workspace_id, p.call.app_id, p.session_id, turn, p.call.request_id, usage)
+
+
+def _bearer(authorization: str | None) -> str | None:
+    if not authorization:
+        return None
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()

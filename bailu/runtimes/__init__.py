@@ -1,0 +1,1 @@
+"""Runtimes: given an AppCall and a published app, yield events (bailu.events)."""

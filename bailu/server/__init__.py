@@ -1,0 +1,1 @@
+"""HTTP protocols: parse requests into calls, encode event streams into the wire."""
