@@ -18,6 +18,8 @@ from alembic.config import Config as AlembicConfig
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+from bailu.config import normalize_database_url
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -25,6 +27,7 @@ class Database:
     """An engine plus a session factory; ``read()`` and ``write()`` open transactions."""
 
     def __init__(self, url: str) -> None:
+        url = normalize_database_url(url)
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         kwargs: dict[str, Any] = {}
