@@ -41,6 +41,10 @@ provider = "scripted"
 reply = "this answer will break after three chunks"
 fail_after = 3
 
+[models.buggy]
+provider = "scripted"
+reply = "{nope}"
+
 [models.up-echo]
 provider = "openai"
 base_url = "{up}"
