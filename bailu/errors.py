@@ -52,11 +52,6 @@ class EmptyInput(RequestError):
     default_message = "Required input parameter missing from request."
 
 
-class MethodNotAllowed(RequestError):
-    status = 405
-    code = "InvalidParameter"
-
-
 class InvalidApiKey(RequestError):
     status = 401
     code = "InvalidApiKey"

@@ -1,0 +1,84 @@
+"""Docs drift tests: the examples in README.md and docs/ run, and every error code is documented."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bailu import errors
+from bailu.appspec import parse_spec
+from bailu.config import load_settings
+from tests.conftest import BailuServer
+
+ROOT = Path(__file__).parent.parent
+DOCS = ROOT / "docs"
+
+
+def blocks(path: Path, lang: str) -> list[str]:
+    return re.findall(rf"```{lang}\n(.*?)```", path.read_text(encoding="utf-8"), flags=re.S)
+
+
+def test_readme_opens_with_the_two_commands() -> None:
+    first = blocks(ROOT / "README.md", "sh")[0].strip().splitlines()
+    assert [line.split("#")[0].strip() for line in first] == ["make run", "make test"]
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "make test" in ci
+
+
+@pytest.mark.parametrize("block", blocks(DOCS / "app-spec.md", "yaml"))
+def test_app_spec_examples_load(block: str) -> None:
+    spec = parse_spec(yaml.safe_load(block))
+    assert spec.type == "agent"
+
+
+@pytest.mark.parametrize("doc", ["configuration.md", "../README.md"])
+def test_toml_examples_load(doc: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("BAILU_DATABASE_URL", raising=False)
+    monkeypatch.setenv("QWEN_API_KEY", "k")
+    for i, block in enumerate(blocks(DOCS / doc, "toml")):
+        cfg = tmp_path / f"c{i}.toml"
+        cfg.write_text(block, encoding="utf-8")
+        settings = load_settings(tmp_path, cfg)
+        assert "default" in settings.models and len(settings.models) > 1
+
+
+def test_every_error_code_is_documented() -> None:
+    text = (DOCS / "errors.md").read_text(encoding="utf-8")
+    classes = [c for c in vars(errors).values() if isinstance(c, type) and issubclass(c, errors.BailuError)]
+    for cls in classes:
+        assert f"`{cls.code}`" in text, cls.code
+
+
+@pytest.fixture(scope="module")
+def food_app(server: BailuServer) -> str:
+    heredoc = re.search(r"<<'YAML'\n(.*?)YAML\n", (ROOT / "README.md").read_text(encoding="utf-8"), flags=re.S)
+    assert heredoc
+    spec = yaml.safe_load(heredoc.group(1))
+    spec["model"] = "up-echo"  # the README's Ollama model, served by the test upstream
+    return server.app(spec)
+
+
+def test_readme_python_example(server: BailuServer, food_app: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    (code,) = blocks(ROOT / "README.md", "python")
+    monkeypatch.setenv("DASHSCOPE_API_KEY", server.key)
+    monkeypatch.setenv("APP_ID", food_app)
+    exec(compile(code.replace("http://127.0.0.1:8080/api/v1", server.url), "README.md", "exec"), {})
+    assert capsys.readouterr().out.startswith("upstream heard: 美食推荐 ")
+    assert server.upstream.last("fake-echo")["messages"][0]["content"].startswith("请给出北京的三种美食推荐")
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
+def test_readme_curl_example(server: BailuServer, food_app: str) -> None:
+    curl = next(b for b in blocks(ROOT / "README.md", "sh") if b.startswith("curl"))
+    env = {**os.environ, "APP_ID": food_app, "DASHSCOPE_API_KEY": server.key}
+    out = subprocess.run(["bash", "-c", curl.replace("http://127.0.0.1:8080", server.base)], env=env,
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("id:1\nevent:result\n:HTTP_STATUS/200\ndata:{")
+    assert '"finish_reason":"stop"' in out.stdout
