@@ -183,6 +183,14 @@ def server(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> 
     srv.stop()
 
 
+@pytest.fixture
+def legacy_sdk(server: BailuServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Point the legacy SDK (`dashscope.Application`) at the test server."""
+    import dashscope
+
+    monkeypatch.setattr(dashscope, "base_http_api_url", server.url)
+
+
 # --- PostgreSQL ------------------------------------------------------------------------------
 
 

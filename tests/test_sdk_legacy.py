@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from http import HTTPStatus
 
-import dashscope
 import pytest
 from dashscope import Application
 
@@ -12,9 +11,7 @@ from bailu.models.scripted import tokenize
 from tests.conftest import BailuServer
 
 
-@pytest.fixture(autouse=True)
-def _point_sdk(server: BailuServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(dashscope, "base_http_api_url", server.url)
+pytestmark = pytest.mark.usefixtures("legacy_sdk")
 
 
 @pytest.fixture(scope="module")

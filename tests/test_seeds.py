@@ -3,7 +3,6 @@ sent as the seeds send them: raw curl bodies and the Python SDK calls."""
 
 from __future__ import annotations
 
-import dashscope
 import httpx
 import pytest
 from dashscope import Application
@@ -13,9 +12,7 @@ from tests.fakes import FakeUpstream
 from tests.test_wire import frames_of
 
 
-@pytest.fixture(autouse=True)
-def _sdk(server: BailuServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(dashscope, "base_http_api_url", server.url)
+pytestmark = pytest.mark.usefixtures("legacy_sdk")
 
 
 @pytest.fixture(scope="module")
