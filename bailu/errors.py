@@ -111,6 +111,17 @@ class ModelUnavailable(UpstreamError):
     default_message = "Model is unavailable, please try again later."
 
 
+class ModelServingError(UpstreamError):
+    """The local model's queue is full."""
+
+    status = 503
+    code = "ModelServingError"
+    default_message = (
+        "Too many requests. Your requests are being throttled due to system capacity limits. Please try again later."
+    )
+    retryable = True
+
+
 # --- ours ------------------------------------------------------------------------------------
 
 

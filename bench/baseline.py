@@ -60,7 +60,7 @@ def create_app(upstream: str, model: str = "fake") -> FastAPI:
                     continue
                 data = line[5:].strip()
                 if data == "[DONE]":
-                    continue  # read the body to its end so that the connection goes back to the pool
+                    break  # as bailu's openai provider does (see docs/performance.md on connection reuse)
                 obj = json.loads(data)
                 if obj.get("usage"):
                     usage["input_tokens"] = obj["usage"].get("prompt_tokens", 0)

@@ -191,10 +191,15 @@ class CpuMeter:
 
     def start(self) -> None:
         self.t0 = self._sample()
+        self.wall0 = time.perf_counter()
 
     def stop(self) -> dict[str, Any]:
         (cpu0, (b0, t0)), (cpu1, (b1, t1)) = self.t0, self._sample()
-        return {"cpu_s": {k: cpu1[k] - cpu0[k] for k in cpu0}, "machine_busy": (b1 - b0) / max(1, t1 - t0)}
+        cpu = {k: cpu1[k] - cpu0[k] for k in cpu0}
+        # CPU used by processes that are not part of the benchmark (another job on the machine)
+        other = max(0.0, (b1 - b0) / CLK_TCK - sum(cpu.values()))
+        return {"cpu_s": cpu, "machine_busy": (b1 - b0) / max(1, t1 - t0), "other_cpu_s": other,
+                "window_s": time.perf_counter() - self.wall0}
 
 
 async def phase_throughput(spec: dict[str, Any]) -> dict[str, Any]:
@@ -515,6 +520,8 @@ def main() -> None:
     ap.add_argument("--streams", type=int, default=500)
     ap.add_argument("--stream-chunks", type=int, default=20)
     ap.add_argument("--stream-delay", type=float, default=0.05, help="seconds between upstream chunks in streams")
+    ap.add_argument("--phases", default="throughput,latency,streams",
+                    help="comma-separated subset of throughput,latency,streams")
     ap.add_argument("--quick", action="store_true", help="short smoke run (3 s runs, 100 calls, 100 streams)")
     ap.add_argument("--profile", metavar="FILE",
                     help="py-spy record bailu during its throughput run (.svg flame graph, .txt collapsed stacks, "
@@ -529,6 +536,14 @@ def main() -> None:
     if nofile < a.streams * 4 + 100:
         raise SystemExit(f"open-file limit {nofile} is too low for {a.streams} streams; raise `ulimit -n`")
 
+    b0, t0 = machine_busy()
+    time.sleep(2)
+    b1, t1 = machine_busy()
+    background = (b1 - b0) / max(1, t1 - t0)
+    if background > 0.1:
+        print(f"warning: the machine is already {background:.0%} busy before the benchmark starts; "
+              "figures will be low and noisy", file=sys.stderr)
+
     tmp = Path(tempfile.mkdtemp(prefix="bailu-bench-"))
     procs = Procs(tmp)
     env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
@@ -536,7 +551,7 @@ def main() -> None:
     env["BAILU_DATA_DIR"] = str(tmp / "data")
     results: dict[str, Any] = {
         "started": time.strftime("%Y-%m-%d %H:%M:%S"), "cores": os.cpu_count(), "cpu": cpu_model(),
-        "versions": versions(), "nofile": nofile,
+        "versions": versions(), "nofile": nofile, "background_busy": background,
         "settings": {k: v for k, v in vars(a).items() if k not in ("json", "keep", "profile")},
     }
     py = sys.executable
@@ -587,9 +602,10 @@ def main() -> None:
 
         say(f"bench dir {tmp}; upstream :{up_port}, bailu :{bailu_port}, baseline :{base_port}")
 
+        phases = set(a.phases.split(","))
         # 1. throughput
         results["throughput"] = {}
-        for name in ("upstream", "baseline", "bailu"):
+        for name in ("upstream", "baseline", "bailu") if "throughput" in phases else ():
             say(f"throughput: {name}, {a.concurrency} clients, {a.warmup:g}+{a.duration:g} s")
             spy = None
             if a.profile and name == "bailu":
@@ -605,7 +621,7 @@ def main() -> None:
 
         # 2. latency at one client
         results["latency"] = {}
-        for name in ("upstream", "baseline", "bailu"):
+        for name in ("upstream", "baseline", "bailu") if "latency" in phases else ():
             say(f"latency: {name}, 1 client, {a.latency_calls} calls")
             spec = {"phase": "latency", **targets[name], "calls": a.latency_calls, "warmup_calls": 50,
                     "max_seconds": 120}
@@ -613,7 +629,7 @@ def main() -> None:
 
         # 3. concurrent streams
         results["streams"] = {}
-        for name in ("baseline", "bailu"):
+        for name in ("baseline", "bailu") if "streams" in phases else ():
             say(f"streams: {name}, {a.streams} concurrent SSE streams x {a.stream_chunks} chunks")
             spec = {"phase": "streams", "port": targets[name]["port"],
                     "request": stream_requests[name].decode("latin-1"),
@@ -643,41 +659,52 @@ def report(r: dict[str, Any]) -> None:
     s = r["settings"]
     print(f"\nmachine: {r['cores']} cores, {r['cpu']}; python {r['versions']['python']}; "
           f"bailu {r['versions'].get('bailu_commit', '?')}")
-    print(f"\nNon-stream throughput, {s['concurrency']} concurrent clients, {s['duration']:g} s")
-    print(f"  {'target':<10}{'calls/s':>9}{'errors':>8}{'p50 ms':>9}{'p99 ms':>9}"
-          f"{'CPU ms/call: server':>21}{'upstream':>10}{'loadgen':>9}{'machine busy':>14}")
-    for name, t in tp.items():
-        per = {k: v / max(1, t["ok"]) * 1000 for k, v in t["cpu_s"].items()}
-        server = f"{per[name]:.2f}" if name != "upstream" else "-"
-        print(f"  {name:<10}{t['rps']:>9.0f}{t['errors']:>8}{t['latency']['p50_ms']:>9.2f}"
-              f"{t['latency']['p99_ms']:>9.2f}{server:>21}{per['upstream']:>10.2f}{per['loadgen']:>9.2f}"
-              f"{t['machine_busy']:>13.0%}")
-    ratio = tp["bailu"]["rps"] / tp["baseline"]["rps"]
-    print(f"  bailu / baseline throughput: {ratio:.2f}  (target >= 0.5: {'met' if ratio >= 0.5 else 'NOT met'})")
+    if tp:
+        print(f"\nNon-stream throughput, {s['concurrency']} concurrent clients, {s['duration']:g} s")
+        print(f"  {'target':<10}{'calls/s':>9}{'errors':>8}{'p50 ms':>9}{'p99 ms':>9}"
+              f"{'CPU ms/call: server':>21}{'upstream':>10}{'loadgen':>9}{'machine busy':>14}")
+        for name, t in tp.items():
+            per = {k: v / max(1, t["ok"]) * 1000 for k, v in t["cpu_s"].items()}
+            server = f"{per[name]:.2f}" if name != "upstream" else "-"
+            print(f"  {name:<10}{t['rps']:>9.0f}{t['errors']:>8}{t['latency']['p50_ms']:>9.2f}"
+                  f"{t['latency']['p99_ms']:>9.2f}{server:>21}{per['upstream']:>10.2f}{per['loadgen']:>9.2f}"
+                  f"{t['machine_busy']:>13.0%}")
+        ratio = tp["bailu"]["rps"] / tp["baseline"]["rps"]
+        print(f"  bailu / baseline throughput: {ratio:.2f}  (target >= 0.5: {'met' if ratio >= 0.5 else 'NOT met'})")
 
-    print(f"\nLatency, 1 client, {s['latency_calls']} calls")
-    print(f"  {'target':<10}{'p50 ms':>9}{'p99 ms':>9}{'added p50':>11}{'added p99':>11}{'errors':>8}")
-    up = lat["upstream"]["latency"]
-    for name, t in lat.items():
-        l_ = t["latency"]
-        add = ("", "") if name == "upstream" else (f"{l_['p50_ms'] - up['p50_ms']:.2f}", f"{l_['p99_ms'] - up['p99_ms']:.2f}")
-        print(f"  {name:<10}{l_['p50_ms']:>9.2f}{l_['p99_ms']:>9.2f}{add[0]:>11}{add[1]:>11}{t['errors']:>8}")
+    if lat:
+        print(f"\nLatency, 1 client, {s['latency_calls']} calls (added = minus the upstream called directly)")
+        print(f"  {'target':<10}{'p50 ms':>9}{'p99 ms':>9}{'added p50':>11}{'added p99':>11}{'errors':>8}")
+        up = lat["upstream"]["latency"]
+        for name, t in lat.items():
+            l_ = t["latency"]
+            add = ("", "") if name == "upstream" else (f"{l_['p50_ms'] - up['p50_ms']:.2f}",
+                                                      f"{l_['p99_ms'] - up['p99_ms']:.2f}")
+            print(f"  {name:<10}{l_['p50_ms']:>9.2f}{l_['p99_ms']:>9.2f}{add[0]:>11}{add[1]:>11}{t['errors']:>8}")
 
-    print(f"\nConcurrent SSE streams: {s['streams']} at once, {s['stream_chunks']} upstream chunks "
-          f"{s['stream_delay']:g} s apart (>= {s['stream_chunks'] * s['stream_delay']:.1f} s per stream)")
-    print(f"  {'target':<10}{'completed':>10}{'errors':>8}{'frames':>14}{'total s':>9}"
-          f"{'1st frame p50/p99 ms':>22}{'server CPU s':>14}")
-    for name, t in st.items():
-        ff = t["first_frame"]
-        print(f"  {name:<10}{t['completed']:>10}{t['errors']:>8}{t['frames']:>7}/{t['expected_frames']:<6}"
-              f"{t['total_s']:>9.2f}{ff['p50_ms']:>11.0f} / {ff['p99_ms']:<8.0f}{t['cpu_s'][name]:>12.2f}")
-    ok = st["bailu"]["errors"] == 0 and st["bailu"]["completed"] == s["streams"]
-    print(f"  bailu: {st['bailu']['completed']}/{s['streams']} streams complete, {st['bailu']['errors']} errors "
-          f"(target: all complete, 0 errors: {'met' if ok else 'NOT met'})")
+    if st:
+        print(f"\nConcurrent SSE streams: {s['streams']} at once, {s['stream_chunks']} upstream chunks "
+              f"{s['stream_delay']:g} s apart (>= {s['stream_chunks'] * s['stream_delay']:.1f} s per stream)")
+        print(f"  {'target':<10}{'completed':>10}{'errors':>8}{'frames':>14}{'total s':>9}"
+              f"{'1st frame p50/p99 ms':>22}{'server CPU s':>14}")
+        for name, t in st.items():
+            ff = t["first_frame"]
+            print(f"  {name:<10}{t['completed']:>10}{t['errors']:>8}{t['frames']:>7}/{t['expected_frames']:<6}"
+                  f"{t['total_s']:>9.2f}{ff['p50_ms']:>11.0f} / {ff['p99_ms']:<8.0f}{t['cpu_s'][name]:>12.2f}")
+        ok = st["bailu"]["errors"] == 0 and st["bailu"]["completed"] == s["streams"]
+        print(f"  bailu: {st['bailu']['completed']}/{s['streams']} streams complete, {st['bailu']['errors']} errors "
+              f"(target: all complete, 0 errors: {'met' if ok else 'NOT met'})")
+
     for section in (tp, lat, st):
         for name, t in section.items():
             for e in t.get("error_samples") or []:
                 print(f"  error sample ({name}): {e}")
+    noisy = [f"{ph} {name} ({t['other_cpu_s'] / t['window_s']:.0%} of a core)"
+             for ph, section in (("throughput", tp), ("latency", lat), ("streams", st)) for name, t in section.items()
+             if t["other_cpu_s"] / max(1e-9, t["window_s"]) > 0.1]
+    if r["background_busy"] > 0.1 or noisy:
+        print(f"\nWARNING: other processes used CPU during the run (before: {r['background_busy']:.0%} busy; "
+              f"during: {', '.join(noisy) or '-'}); rerun on a quiet machine.")
 
 
 if __name__ == "__main__":

@@ -60,6 +60,7 @@ class ChatChunk:
     text: str = ""
     usage: TokenUsage | None = None
     finish_reason: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None  # OpenAI-shaped deltas, when the model calls a tool
 
 
 class ChatModel(Protocol):

@@ -1,34 +1,200 @@
-"""The ``llama-cpp`` provider: the embedded model, run in-process by llama-cpp-python.
+"""The ``llama-cpp`` provider: a GGUF model run in-process by llama-cpp-python.
 
-It needs the optional dependencies (``pip install 'bailu[local]'``). Without them
-every call answers 503 ``ModelUnavailable`` naming the missing extra, instead of
-failing with a traceback.
+With no ``model_path`` it runs the embedded model (bailu.models.embedded). It needs
+the optional dependencies (``pip install 'bailu[local]'``); without them every
+call answers 503 ``ModelUnavailable`` naming the missing extra.
+
+How it behaves:
+
+* the model is loaded once per process, lazily, in a worker thread;
+* one generation runs at a time (a llama.cpp context is not thread-safe);
+  callers wait in FIFO order, at most ``max_queue`` of them (default 16) — one
+  more gets 503 ``ModelServingError`` at once — and for at most
+  ``queue_timeout`` seconds (default 300, then ``RequestTimeOut``);
+* generation runs in a worker thread and streams tokens to the event loop, so it
+  never blocks it; when the caller goes away the thread stops at the next token;
+* usage comes from the model's own tokenizer (prompt tokens in the context,
+  one output token per streamed chunk);
+* a system message is always sent (``system_prompt``, default "You are a
+  helpful assistant."), because Qwen's template otherwise inserts its own.
+
+Options (in ``[models.NAME]``): ``model_path``, ``n_ctx`` (4096), ``n_threads``
+(all cores), ``max_queue``, ``queue_timeout``, ``system_prompt``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
+import threading
 from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import anyio.to_thread
 
 from bailu.config import ModelConfig
-from bailu.errors import ModelUnavailable
-from bailu.models import ChatChunk, ChatRequest
+from bailu.errors import BailuError, ModelServingError, ModelUnavailable, RequestTimeOut
+from bailu.models import ChatChunk, ChatRequest, TokenUsage
+from bailu.models.embedded import INSTALL_HINT, ensure_model_file
+
+DEFAULT_SYSTEM = "You are a helpful assistant."
+
+
+class _End:
+    def __init__(self, finish_reason: str, usage: TokenUsage) -> None:
+        self.finish_reason = finish_reason
+        self.usage = usage
+
+
+def llama_cpp_installed() -> bool:
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 class LlamaCppChatModel:
     def __init__(self, config: ModelConfig) -> None:
         self.name = config.name
-        self.config = config
+        opts = config.options
+        self.model_path = opts.get("model_path")
+        self.n_ctx = int(opts.get("n_ctx", 4096))
+        self.n_threads = int(opts.get("n_threads", os.cpu_count() or 2))
+        self.max_queue = int(opts.get("max_queue", 16))
+        self.queue_timeout = float(opts.get("queue_timeout", 300))
+        self.system_prompt = str(opts.get("system_prompt", DEFAULT_SYSTEM))
+        self._llm: Any = None
+        self._load_lock = threading.Lock()
+        self._turn: asyncio.Lock | None = None
+        self._waiting = 0
+
+    # -- loading ----------------------------------------------------------------------------
+
+    def _load(self) -> Any:
+        with self._load_lock:
+            if self._llm is not None:
+                return self._llm
+            try:
+                import llama_cpp
+            except ImportError:
+                raise ModelUnavailable(
+                    f"Model '{self.name}' runs on llama.cpp, which is not installed: {INSTALL_HINT}."
+                ) from None
+            path = Path(self.model_path) if self.model_path else ensure_model_file()
+            if not path.is_file():
+                raise ModelUnavailable(f"Model '{self.name}': no model file at {path}.")
+            self._llm = llama_cpp.Llama(
+                model_path=str(path), n_ctx=self.n_ctx, n_threads=self.n_threads, verbose=False
+            )
+            return self._llm
+
+    async def load(self) -> Any:
+        """Load the model off the event loop (once per process)."""
+        if self._llm is not None:
+            return self._llm
+        return await anyio.to_thread.run_sync(self._load)
+
+    # -- generation ------------------------------------------------------------------------
+
+    def _kwargs(self, request: ChatRequest) -> dict[str, Any]:
+        messages = list(request.messages)
+        if not messages or messages[0]["role"] != "system":
+            messages.insert(0, {"role": "system", "content": self.system_prompt})
+        kw: dict[str, Any] = {"messages": messages, "stream": True}
+        s = request.sampling()
+        for ours, theirs in (
+            ("temperature", "temperature"), ("top_p", "top_p"), ("top_k", "top_k"), ("seed", "seed"),
+            ("max_tokens", "max_tokens"), ("stop", "stop"), ("presence_penalty", "presence_penalty"),
+            ("frequency_penalty", "frequency_penalty"), ("repetition_penalty", "repeat_penalty"),
+        ):
+            if ours in s:
+                kw[theirs] = s[ours]
+        for key in ("response_format", "tools", "tool_choice"):
+            if key in request.extra:
+                kw[key] = request.extra[key]
+        return kw
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
+        if self._turn is None:
+            self._turn = asyncio.Lock()
+        turn = self._turn
+        if self._waiting >= self.max_queue:
+            raise ModelServingError()
+        self._waiting += 1
         try:
-            import llama_cpp  # noqa: F401
-        except ImportError:
-            raise ModelUnavailable(
-                f"Model '{self.name}' is the embedded llama.cpp model, which is not installed: "
-                "run pip install 'bailu[local]' or configure another provider in bailu.toml."
-            ) from None
-        raise ModelUnavailable(f"Model '{self.name}': the embedded llama.cpp runtime is not available in this build.")
-        yield ChatChunk()  # pragma: no cover - makes this an async generator
+            async with asyncio.timeout(self.queue_timeout):
+                await turn.acquire()
+        except TimeoutError:
+            raise RequestTimeOut(f"Request timed out waiting for model '{self.name}'.") from None
+        finally:
+            self._waiting -= 1
+        released = False
+        try:
+            llm = await self.load()
+            loop = asyncio.get_running_loop()
+            queue: asyncio.Queue[Any] = asyncio.Queue()
+            stop = threading.Event()
+            kwargs = self._kwargs(request)
+
+            def put(item: Any) -> None:
+                try:
+                    loop.call_soon_threadsafe(queue.put_nowait, item)
+                except RuntimeError:  # the loop is gone
+                    pass
+
+            def generate() -> None:
+                n_in = 0
+                n_out = 0
+                finish = "stop"
+                try:
+                    chunks = llm.create_chat_completion(**kwargs)
+                    try:
+                        for chunk in chunks:
+                            if stop.is_set():
+                                finish = "cancelled"
+                                break
+                            if n_out == 0:
+                                n_in = int(llm.n_tokens)
+                            choice = (chunk.get("choices") or [{}])[0]
+                            delta = choice.get("delta") or {}
+                            n_out += 1
+                            text = delta.get("content") or ""
+                            calls = delta.get("tool_calls")
+                            if text or calls:
+                                put(ChatChunk(text=text, usage=TokenUsage(n_in, n_out), tool_calls=calls))
+                            finish = choice.get("finish_reason") or finish
+                    finally:
+                        close = getattr(chunks, "close", None)
+                        if close is not None:
+                            close()
+                    put(_End(finish, TokenUsage(n_in, n_out)))
+                except BaseException as exc:  # noqa: BLE001 - handed to the event loop
+                    put(exc)
+
+            worker = loop.run_in_executor(None, generate)
+            # the next caller may only start once this thread has let go of the model
+            worker.add_done_callback(lambda _f: turn.release())
+            released = True
+            try:
+                while True:
+                    item = await queue.get()
+                    if isinstance(item, _End):
+                        yield ChatChunk(usage=item.usage, finish_reason=item.finish_reason)
+                        return
+                    if isinstance(item, BailuError):
+                        raise item
+                    if isinstance(item, BaseException):
+                        raise ModelUnavailable(f"Model '{self.name}' failed: {type(item).__name__}: {item}") from item
+                    yield item
+            finally:
+                stop.set()
+        finally:
+            if not released:
+                turn.release()
 
     async def aclose(self) -> None:
-        return None
+        llm, self._llm = self._llm, None
+        if llm is not None and hasattr(llm, "close"):
+            await anyio.to_thread.run_sync(llm.close)
