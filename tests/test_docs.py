@@ -82,3 +82,32 @@ def test_readme_curl_example(server: BailuServer, food_app: str) -> None:
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("id:1\nevent:result\n:HTTP_STATUS/200\ndata:{")
     assert '"finish_reason":"stop"' in out.stdout
+
+
+@pytest.mark.parametrize("block", blocks(DOCS / "models.md", "toml"))
+async def test_model_examples_call_through(block: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, upstream) -> None:  # type: ignore[no-untyped-def]
+    """Each example config, pointed at the fake upstream, makes a real request the way it says."""
+    from bailu.models import ChatRequest, ModelRegistry
+
+    monkeypatch.setenv("DASHSCOPE_API_KEY", "ds-key")
+    monkeypatch.setenv("OPENAI_API_KEY", "oa-key")
+    cfg = tmp_path / "bailu.toml"
+    cfg.write_text(block, encoding="utf-8")
+    settings = load_settings(tmp_path, cfg)
+    (name,) = [n for n in settings.models if n != "default" or "[models.default]" in block]
+    config = settings.models[name]
+    if config.provider != "openai":
+        assert config.provider == "llama-cpp" and config.options["max_queue"] == 16
+        return
+    registry = ModelRegistry({name: type(config)(**{**config.__dict__, "base_url": upstream.base_url})})
+    chunks = [c async for c in registry.get(name).stream(ChatRequest(messages=[{"role": "user", "content": "ping"}]))]
+    await registry.aclose()
+    assert "".join(c.text for c in chunks) == "upstream heard: ping"
+    sent = upstream.last()
+    assert sent["model"] == config.upstream_model and sent["stream"] is True
+    if "continuous_usage" in block:
+        assert sent["stream_options"]["continuous_usage_stats"] is True
+    if "extra_body" in block:
+        assert sent["chat_template_kwargs"] == {"enable_thinking": False}
+    if "api_key_env" in block:
+        assert upstream.headers[-1]["authorization"] in ("Bearer ds-key", "Bearer oa-key")

@@ -95,7 +95,7 @@ def test_method_and_route(server: BailuServer, app_id: str) -> None:
         ("up-down", 500, "ModelServiceFailed", "ConnectError"),
         ("up-break", 500, "ModelServiceFailed", "up-break"),
         ("not-configured", 503, "ModelUnavailable", "not configured"),
-        ("default", 503, "ModelUnavailable", "bailu[local]"),
+        ("no-weights", 503, "ModelUnavailable", "Model 'no-weights'"),
         ("buggy", 500, "InternalError", "An internal error has occured"),
     ],
 )

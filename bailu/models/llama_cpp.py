@@ -25,6 +25,7 @@ Options (in ``[models.NAME]``): ``model_path``, ``n_ctx`` (4096), ``n_threads``
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
 import threading
 from collections.abc import AsyncIterator
@@ -39,6 +40,21 @@ from bailu.models import ChatChunk, ChatRequest, TokenUsage
 from bailu.models.embedded import INSTALL_HINT, ensure_model_file
 
 DEFAULT_SYSTEM = "You are a helpful assistant."
+
+#: loaded models, one per (file, context size, threads) per process, each with the lock
+#: its worker threads hold while generating (a llama.cpp context is not thread-safe)
+_LOADED: dict[tuple[str, int, int], tuple[Any, threading.Lock]] = {}
+_LOADING = threading.Lock()
+
+
+@atexit.register
+def _close_loaded() -> None:
+    """Free the models before interpreter shutdown tears down what llama.cpp's finaliser needs."""
+    for llm, _busy in _LOADED.values():
+        close = getattr(llm, "close", None)
+        if close is not None:
+            close()
+    _LOADED.clear()
 
 
 class _End:
@@ -66,14 +82,14 @@ class LlamaCppChatModel:
         self.queue_timeout = float(opts.get("queue_timeout", 300))
         self.system_prompt = str(opts.get("system_prompt", DEFAULT_SYSTEM))
         self._llm: Any = None
-        self._load_lock = threading.Lock()
+        self._busy: threading.Lock | None = None
         self._turn: asyncio.Lock | None = None
         self._waiting = 0
 
     # -- loading ----------------------------------------------------------------------------
 
     def _load(self) -> Any:
-        with self._load_lock:
+        with _LOADING:
             if self._llm is not None:
                 return self._llm
             try:
@@ -85,9 +101,11 @@ class LlamaCppChatModel:
             path = Path(self.model_path) if self.model_path else ensure_model_file()
             if not path.is_file():
                 raise ModelUnavailable(f"Model '{self.name}': no model file at {path}.")
-            self._llm = llama_cpp.Llama(
-                model_path=str(path), n_ctx=self.n_ctx, n_threads=self.n_threads, verbose=False
-            )
+            key = (str(path.resolve()), self.n_ctx, self.n_threads)
+            if key not in _LOADED:
+                llm = llama_cpp.Llama(model_path=key[0], n_ctx=self.n_ctx, n_threads=self.n_threads, verbose=False)
+                _LOADED[key] = (llm, threading.Lock())
+            self._llm, self._busy = _LOADED[key]
             return self._llm
 
     async def load(self) -> Any:
@@ -133,6 +151,8 @@ class LlamaCppChatModel:
         released = False
         try:
             llm = await self.load()
+            busy = self._busy
+            assert busy is not None
             loop = asyncio.get_running_loop()
             queue: asyncio.Queue[Any] = asyncio.Queue()
             stop = threading.Event()
@@ -145,33 +165,38 @@ class LlamaCppChatModel:
                     pass
 
             def generate() -> None:
-                n_in = 0
-                n_out = 0
-                finish = "stop"
                 try:
-                    chunks = llm.create_chat_completion(**kwargs)
-                    try:
-                        for chunk in chunks:
-                            if stop.is_set():
-                                finish = "cancelled"
-                                break
-                            if n_out == 0:
-                                n_in = int(llm.n_tokens)
-                            choice = (chunk.get("choices") or [{}])[0]
-                            delta = choice.get("delta") or {}
-                            n_out += 1
-                            text = delta.get("content") or ""
-                            calls = delta.get("tool_calls")
-                            if text or calls:
-                                put(ChatChunk(text=text, usage=TokenUsage(n_in, n_out), tool_calls=calls))
-                            finish = choice.get("finish_reason") or finish
-                    finally:
-                        close = getattr(chunks, "close", None)
-                        if close is not None:
-                            close()
-                    put(_End(finish, TokenUsage(n_in, n_out)))
+                    with busy:
+                        put(generate_locked())
                 except BaseException as exc:  # noqa: BLE001 - handed to the event loop
                     put(exc)
+
+            def generate_locked() -> _End:
+                n_in = -1
+                n_out = 0
+                finish = "stop"
+                chunks = llm.create_chat_completion(**kwargs)
+                try:
+                    for chunk in chunks:
+                        if stop.is_set():
+                            finish = "cancelled"
+                            break
+                        if n_in < 0:  # the prompt is in the context, nothing generated yet
+                            n_in = int(llm.n_tokens)
+                        choice = (chunk.get("choices") or [{}])[0]
+                        delta = choice.get("delta") or {}
+                        text = delta.get("content") or ""
+                        calls = delta.get("tool_calls")
+                        if text or calls:
+                            # the k-th sampled token is streamed before it is evaluated
+                            n_out = int(llm.n_tokens) - n_in + 1
+                            put(ChatChunk(text=text, usage=TokenUsage(n_in, n_out), tool_calls=calls))
+                        finish = choice.get("finish_reason") or finish
+                finally:
+                    close = getattr(chunks, "close", None)
+                    if close is not None:
+                        close()
+                return _End(finish, TokenUsage(max(n_in, 0), n_out))
 
             worker = loop.run_in_executor(None, generate)
             # the next caller may only start once this thread has let go of the model
@@ -195,6 +220,5 @@ class LlamaCppChatModel:
                 turn.release()
 
     async def aclose(self) -> None:
-        llm, self._llm = self._llm, None
-        if llm is not None and hasattr(llm, "close"):
-            await anyio.to_thread.run_sync(llm.close)
+        """Loaded models stay loaded for the life of the process (see ``_LOADED``)."""
+        self._llm = None
