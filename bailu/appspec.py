@@ -42,6 +42,17 @@ class Variable(BaseModel):
     description: str | None = None
 
 
+class KnowledgeSpec(BaseModel):
+    """Knowledge bases searched on every call (``rag_options.pipeline_ids`` replaces them)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pipeline_ids: list[str] = Field(default=[], max_length=5)
+    top_k: int = Field(default=5, ge=1, le=20)
+    threshold: float = Field(default=0.0, ge=0, le=1)
+    show_sources: bool = False
+
+
 class AppSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -52,6 +63,7 @@ class AppSpec(BaseModel):
     instructions: str = ""
     parameters: ModelParameters = ModelParameters()
     variables: list[Variable] = []
+    knowledge: KnowledgeSpec | None = None
 
     @field_validator("type")
     @classmethod

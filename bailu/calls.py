@@ -35,6 +35,17 @@ class Sampling:
 
 
 @dataclass
+class RagOptions:
+    """``parameters.rag_options`` (WIRE.md §3.3), validated."""
+
+    pipeline_ids: list[str] | None = None  # only the first 5 take effect
+    file_ids: list[str] | None = None
+    tags: list[str] | None = None
+    metadata_filter: dict[str, Any] | None = None
+    structured_filter: dict[str, Any] | None = None
+
+
+@dataclass
 class AppCall:
     app_id: str
     request_id: str
@@ -49,6 +60,7 @@ class AppCall:
     memory_id: str | None = None
     biz_params: dict[str, Any] = field(default_factory=dict)
     sampling: Sampling = field(default_factory=Sampling)
+    rag: RagOptions = field(default_factory=RagOptions)
     parameters: dict[str, Any] = field(default_factory=dict)  # everything, verbatim, for later capabilities
     client: str = ""  # user agent / sdk client, informational
 
@@ -127,7 +139,38 @@ def parse_app_call(app_id: str, body: bytes, headers: dict[str, str], request_id
             raise InvalidParameter("Required parameter(input.biz_params) must be a JSON object.")
         call.biz_params = biz
     call.sampling = _sampling(params)
+    call.rag = _rag_options(params.get("rag_options"))
     return call
+
+
+def _strings(value: Any, name: str, limit: int | None = None) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InvalidParameter(f"Required parameter(parameters.rag_options.{name}) must be an array of strings.")
+    if limit is not None and len(value) > limit:
+        raise InvalidParameter(f"parameters.rag_options.{name} takes at most {limit} ids, got {len(value)}.")
+    return value
+
+
+def _rag_options(raw: Any) -> RagOptions:
+    if raw is None:
+        return RagOptions()
+    if not isinstance(raw, dict):
+        raise InvalidParameter("Required parameter(parameters.rag_options) must be a JSON object.")
+    rag = RagOptions()
+    if raw.get("pipeline_ids") is not None:
+        rag.pipeline_ids = _strings(raw["pipeline_ids"], "pipeline_ids")[:5]
+    if raw.get("file_ids") is not None:
+        rag.file_ids = _strings(raw["file_ids"], "file_ids", 100)
+    tags = raw.get("tags")
+    if tags is not None:  # one official sample sends a bare string
+        rag.tags = [tags] if isinstance(tags, str) else _strings(tags, "tags")
+    for name in ("metadata_filter", "structured_filter"):
+        value = raw.get(name)
+        if value is not None:
+            if not isinstance(value, dict):
+                raise InvalidParameter(f"Required parameter(parameters.rag_options.{name}) must be a JSON object.")
+            setattr(rag, name, value)
+    return rag
 
 
 def _flag(params: dict[str, Any], name: str) -> bool:

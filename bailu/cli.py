@@ -326,5 +326,13 @@ def _fail(data: dict[str, Any], resp: httpx.Response) -> None:
     )
 
 
+def _register_capabilities() -> None:
+    from bailu.knowledge.cli import register as register_kb
+
+    register_kb(main, _store_options, _store, _workspace_id)
+
+
+_register_capabilities()
+
 if __name__ == "__main__":  # pragma: no cover
     main()

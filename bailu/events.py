@@ -33,4 +33,18 @@ class Finished:
     finish_reason: str = "stop"
 
 
-Event = TextDelta | Usage | Finished
+@dataclass(frozen=True, slots=True)
+class Thought:
+    """A step of the run shown with ``has_thoughts`` (WIRE.md §8); keys as on the wire."""
+
+    item: dict
+
+
+@dataclass(frozen=True, slots=True)
+class DocReferences:
+    """The documents the answer cites (``output.doc_references``)."""
+
+    items: list
+
+
+Event = TextDelta | Usage | Finished | Thought | DocReferences

@@ -16,7 +16,10 @@ from bailu.appspec import AppSpec
 from bailu.calls import AppCall, Message
 from bailu.config import Settings
 from bailu.errors import AppAccessDenied, InvalidApiKey, WorkspaceAccessDenied
-from bailu.events import Event, Finished, TextDelta, Usage
+from bailu.events import DocReferences, Event, Finished, TextDelta, Thought, Usage
+from bailu.knowledge.citations import CitationFilter, context_prompt
+from bailu.knowledge.retrieval import Hit
+from bailu.knowledge.service import Knowledge, rag_thought
 from bailu.models import ChatRequest, ModelRegistry
 from bailu.runtimes.agent import build_request, run_agent
 from bailu.sessions import SessionStore
@@ -38,6 +41,8 @@ class Prepared:
     request: ChatRequest
     answer: list[str] = field(default_factory=list)
     usage: dict[int, Usage] = field(default_factory=dict)
+    hits: list[Hit] | None = None  # None: the app uses no knowledge base on this call
+    show_sources: bool = False
 
 
 class Runner:
@@ -48,6 +53,7 @@ class Runner:
         self.sessions = SessionStore(db, settings.sessions)
         self._default_ws: str | None = None
         self._specs: dict[tuple[str, int], AppSpec] = {}
+        self.knowledge = Knowledge()
 
     # -- before the model -------------------------------------------------------------------
 
@@ -88,8 +94,12 @@ class Runner:
                 history = self.sessions.history(s, workspace_id, call.app_id, session_id)
             else:
                 session_id = ids.session_id()
-        request = build_request(spec, call, history)
-        return Prepared(call=call, workspace_id=workspace_id, spec=spec, session_id=session_id, request=request)
+            hits = self.knowledge.retrieve_for(s, workspace_id, spec, call)
+        show_sources = bool(spec.knowledge and spec.knowledge.show_sources)
+        context = context_prompt(hits, show_sources) if hits is not None else None
+        request = build_request(spec, call, history, context)
+        return Prepared(call=call, workspace_id=workspace_id, spec=spec, session_id=session_id, request=request,
+                        hits=hits, show_sources=show_sources)
 
     def _spec(self, published: app_repo.PublishedApp) -> AppSpec:
         """Parsed specs by (app, version); versions are immutable, so this never goes stale."""
@@ -113,7 +123,20 @@ class Runner:
     async def run(self, p: Prepared) -> AsyncIterator[Event]:
         """The runtime's events; the turn is recorded before ``Finished`` is passed on."""
         model = self.models.get(p.spec.model)
+        if p.hits is not None and p.call.has_thoughts:
+            yield Thought(rag_thought(p.call, p.hits))
+        cite = CitationFilter(len(p.hits)) if p.hits is not None and p.show_sources else None
         async for event in run_agent(p.spec, p.request, model):
+            if isinstance(event, TextDelta) and cite is not None:
+                event = TextDelta(cite.feed(event.text))
+                if not event.text:
+                    continue
+            if isinstance(event, Finished) and cite is not None:
+                rest = cite.flush()
+                if rest:
+                    p.answer.append(rest)
+                    yield TextDelta(rest)
+                yield DocReferences(cite.references(p.hits or []))
             if isinstance(event, TextDelta):
                 p.answer.append(event.text)
             elif isinstance(event, Usage):

@@ -38,7 +38,7 @@ def _text(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list)) else str(value)
 
 
-def build_request(spec: AppSpec, call: AppCall, history: list[Message]) -> ChatRequest:
+def build_request(spec: AppSpec, call: AppCall, history: list[Message], context: str | None = None) -> ChatRequest:
     """The model request for one turn.
 
     With caller-managed ``messages`` the stored history is not used; a caller's
@@ -52,6 +52,8 @@ def build_request(spec: AppSpec, call: AppCall, history: list[Message]) -> ChatR
             system = f"{system}\n\n{caller_system}" if system else caller_system
     else:
         turns = [*history, {"role": "user", "content": call.prompt or ""}]
+    if context:
+        system = f"{system}\n\n{context}" if system else context
     messages = ([{"role": "system", "content": system}] if system else []) + turns
     params = spec.parameters.model_dump(exclude_none=True)
     params.update(call.sampling.as_dict())

@@ -43,7 +43,9 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        worker = asyncio.ensure_future(_index_worker(database, settings))
         yield
+        worker.cancel()
         await models.aclose()
         if db is None:
             database.dispose()
@@ -81,6 +83,23 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
     for path in ("/api/v1/apps/{app_id}/completion", "/apps/{app_id}/completion"):
         app.add_api_route(path, completion, methods=["POST"], include_in_schema=path.startswith("/api"))
     return app
+
+
+async def _index_worker(db: Database, settings: Settings, every: float = 1.0) -> None:
+    """Runs knowledge-base indexing jobs in this process, one at a time, off the event loop.
+    Jobs left RUNNING by a crashed process resume (bailu.knowledge.ingest)."""
+    import anyio.to_thread
+
+    from bailu.knowledge.ingest import run_pending
+
+    recover = True
+    while True:
+        try:
+            await anyio.to_thread.run_sync(lambda: run_pending(db, settings.data_dir, recover=recover))
+            recover = False
+        except Exception:  # noqa: BLE001 - keep the worker alive; the job records its own failure
+            log.exception("indexing worker")
+        await asyncio.sleep(every)
 
 
 async def _unless_disconnected(request: Request, work: Awaitable[T]) -> T:

@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from bailu.errors import BailuError
-from bailu.events import Event, Finished, TextDelta, Usage
+from bailu.events import DocReferences, Event, Finished, TextDelta, Thought, Usage
 
 
 def dumps(obj: Any) -> str:
@@ -27,6 +27,9 @@ class DashScopeEncoder:
         self.text: list[str] = []
         self.usage: dict[int, Usage] = {}
         self.frame_id = 0
+        self.thoughts: list[dict[str, Any]] = []
+        self._unsent_thoughts: list[dict[str, Any]] = []
+        self.doc_references: list[dict[str, Any]] | None = None
 
     def _usage(self) -> dict[str, Any]:
         if not self.usage:
@@ -39,11 +42,15 @@ class DashScopeEncoder:
         }
 
     def _payload(self, text: str, finish_reason: str) -> dict[str, Any]:
-        return {
-            "output": {"session_id": self.session_id, "finish_reason": finish_reason, "text": text},
-            "usage": self._usage(),
-            "request_id": self.request_id,
-        }
+        output: dict[str, Any] = {"session_id": self.session_id, "finish_reason": finish_reason, "text": text}
+        # thoughts: each once when incremental, all of them on every frame when cumulative
+        thoughts = self._unsent_thoughts if self.incremental else self.thoughts
+        if thoughts:
+            output["thoughts"] = list(thoughts)
+            self._unsent_thoughts = []
+        if finish_reason == "stop" and self.doc_references is not None:
+            output["doc_references"] = self.doc_references
+        return {"output": output, "usage": self._usage(), "request_id": self.request_id}
 
     def feed(self, event: Event) -> dict[str, Any] | None:
         """Apply one event; returns a frame payload when the event produces a frame."""
@@ -53,12 +60,20 @@ class DashScopeEncoder:
         if isinstance(event, TextDelta):
             self.text.append(event.text)
             return self._payload(event.text if self.incremental else "".join(self.text), "null")
+        if isinstance(event, Thought):
+            self.thoughts.append(event.item)
+            self._unsent_thoughts.append(event.item)
+            return None
+        if isinstance(event, DocReferences):
+            self.doc_references = event.items
+            return None
         if isinstance(event, Finished):
             return self._payload("" if self.incremental else "".join(self.text), "stop")
         return None
 
     def body(self) -> dict[str, Any]:
         """The non-stream response once the run has finished."""
+        self.incremental = False
         return self._payload("".join(self.text), "stop")
 
     # -- SSE ------------------------------------------------------------------------------

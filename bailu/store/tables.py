@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT identity.
@@ -86,3 +86,73 @@ class SessionTurn(Base):
     request_id: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     usage: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+
+
+class KnowledgeBase(Base):
+    """A knowledge base (Bailian's index; its id is the ``pipeline_id`` apps use)."""
+
+    __tablename__ = "knowledge_bases"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(String(1000), default="")
+    structure_type: Mapped[str] = mapped_column(String(32))  # unstructured | structured
+    chunk_size: Mapped[int] = mapped_column(Integer)
+    overlap: Mapped[int] = mapped_column(Integer)
+    embedder: Mapped[str] = mapped_column(String(100))
+    #: bumped on every change to its chunks, so in-process indexes know when to rebuild
+    revision: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class KbFile(Base):
+    """A document in a knowledge base (Bailian's data-center file plus its index document)."""
+
+    __tablename__ = "kb_files"
+
+    id: Mapped[str] = mapped_column(String(80), primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(String(64), index=True)
+    kb_id: Mapped[str] = mapped_column(ForeignKey("knowledge_bases.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(300))
+    file_type: Mapped[str] = mapped_column(String(16))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    tags: Mapped[list] = mapped_column(JSON)
+    meta: Mapped[dict] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(32))  # INIT PARSING PARSE_SUCCESS PARSE_FAILED
+    index_status: Mapped[str] = mapped_column(String(32))  # RUNNING FINISH INSERT_ERROR
+    message: Mapped[str] = mapped_column(String(2000), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class KbChunk(Base):
+    __tablename__ = "kb_chunks"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    kb_id: Mapped[str] = mapped_column(ForeignKey("knowledge_bases.id", ondelete="CASCADE"), index=True)
+    file_id: Mapped[str] = mapped_column(ForeignKey("kb_files.id", ondelete="CASCADE"), index=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    title: Mapped[str] = mapped_column(String(500), default="")
+    text: Mapped[str] = mapped_column(Text)
+    pages: Mapped[list] = mapped_column(JSON)
+    fields: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # a structured row's columns
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    vector: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)  # float32, normalised
+
+
+class KbJob(Base):
+    """An indexing job (Bailian's SubmitIndexJob): PENDING → RUNNING → COMPLETED | FAILED."""
+
+    __tablename__ = "kb_jobs"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(String(64), index=True)
+    kb_id: Mapped[str] = mapped_column(ForeignKey("knowledge_bases.id", ondelete="CASCADE"), index=True)
+    file_ids: Mapped[list] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    message: Mapped[str] = mapped_column(String(2000), default="")
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

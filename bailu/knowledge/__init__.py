@@ -1,0 +1,1 @@
+"""Knowledge bases: parse, chunk, embed, index, retrieve, cite."""

@@ -1,0 +1,169 @@
+"""``bailu kb …``: knowledge bases from the command line (registered by bailu.cli)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from bailu.knowledge import store as kb_store
+from bailu.knowledge.chunking import DEFAULT_CHUNK_SIZE, DEFAULT_OVERLAP, check_sizes
+from bailu.knowledge.embedders import default_embedder_name
+from bailu.knowledge.ingest import run_job
+from bailu.knowledge.parsing import SUPPORTED, file_type
+from bailu.knowledge.retrieval import Retriever
+from bailu.store.db import Database
+from bailu.store.tables import KbFile, KnowledgeBase
+
+FINAL = {"FINISH", "INSERT_ERROR"}
+
+
+def register(main: click.Group, store_options: Any, open_store: Any, workspace_id: Any) -> None:
+    @main.group()
+    def kb() -> None:
+        """Knowledge bases."""
+
+    def _kb(db: Database, ws: str, id_or_name: str) -> KnowledgeBase:
+        with db.read() as s:
+            found = kb_store.find_kb(s, ws, id_or_name)
+        if found is None:
+            raise click.ClickException(f"no knowledge base {id_or_name!r} in workspace {ws}")
+        return found
+
+    @kb.command("create")
+    @click.argument("name")
+    @click.option("--workspace", help="Workspace id or name.")
+    @click.option("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, show_default=True, help="Characters per chunk (1-6000).")
+    @click.option("--overlap", type=int, default=DEFAULT_OVERLAP, show_default=True, help="Characters repeated between chunks (0-1024).")
+    @click.option("--structured", is_flag=True, help="A table knowledge base: one chunk per row (csv, xlsx).")
+    @store_options
+    def kb_create(name: str, workspace: str | None, chunk_size: int, overlap: int, structured: bool, data_dir: str | None, config_file: str | None) -> None:
+        """Create a knowledge base; prints its id (the pipeline_id apps use)."""
+        try:
+            check_sizes(chunk_size, overlap)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+        with open_store(data_dir, config_file) as (_, db):
+            ws = workspace_id(db, workspace)
+            with db.write() as s:
+                new = kb_store.create_kb(s, ws, name, chunk_size=chunk_size, overlap=overlap, structured=structured, embedder=default_embedder_name())
+                click.echo(new.id)
+
+    @kb.command("add")
+    @click.argument("kb_ref", metavar="KB")
+    @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+    @click.option("--workspace", help="Workspace id or name.")
+    @click.option("--tags", default="", help="Comma-separated tags for every file.")
+    @click.option("--metadata", default="{}", help="A JSON object of metadata for every file.")
+    @click.option("--wait", is_flag=True, help="Return once every file is indexed; exit non-zero if any failed.")
+    @store_options
+    def kb_add(kb_ref: str, files: tuple[str, ...], workspace: str | None, tags: str, metadata: str, wait: bool, data_dir: str | None, config_file: str | None) -> None:
+        """Upload files; prints one file id per line, in argument order."""
+        try:
+            meta = json.loads(metadata)
+            assert isinstance(meta, dict)
+        except (ValueError, AssertionError):
+            raise click.BadParameter("--metadata must be a JSON object") from None
+        tag_list = [t.strip() for t in tags.split(",") if t.strip()]
+        for f in files:
+            if file_type(f) not in SUPPORTED:
+                click.echo(f"note: {f}: unsupported type '.{file_type(f)}', it will fail to parse", err=True)
+        with open_store(data_dir, config_file) as (settings, db):
+            ws = workspace_id(db, workspace)
+            target = _kb(db, ws, kb_ref)
+            ids = []
+            (settings.data_dir / "files").mkdir(parents=True, exist_ok=True)
+            with db.write() as s:
+                for path in files:
+                    data = Path(path).read_bytes()
+                    row = kb_store.add_file(s, target, Path(path).name, len(data), hashlib.sha256(data).hexdigest(), tag_list, meta)
+                    kb_store.file_path(settings.data_dir, row.id, row.name).write_bytes(data)
+                    ids.append(row.id)
+                job = kb_store.create_job(s, target, ids)
+            if wait:
+                failed = _wait(db, settings.data_dir, job.id, ids)
+            for file_id in ids:
+                click.echo(file_id)
+            if wait and failed:
+                raise click.ClickException("; ".join(failed))
+
+    def _wait(db: Database, data_dir: Path, job_id: str, ids: list[str]) -> list[str]:
+        with click.progressbar(length=len(ids), label="indexing", file=click.get_text_stream("stderr")) as bar:  # type: ignore[operator]
+            run_job(db, data_dir, job_id)  # unless the server claimed it first
+            done: set[str] = set()
+            while True:
+                with db.read() as s:
+                    rows = [s.get(KbFile, i) for i in ids]
+                finished = {r.id for r in rows if r is not None and r.index_status in FINAL}
+                bar.update(len(finished - done))
+                done |= finished
+                if len(done) == len(ids):
+                    break
+                time.sleep(0.2)
+        return [f"{r.name}: {r.message}" for r in rows if r is not None and r.index_status == "INSERT_ERROR"]
+
+    @kb.command("retrieve")
+    @click.argument("kb_ref", metavar="KB")
+    @click.argument("query")
+    @click.option("--workspace", help="Workspace id or name.")
+    @click.option("--top-k", type=int, default=5, show_default=True)
+    @click.option("--json", "as_json", is_flag=True, help="One JSON array of {doc_id, doc_name, title, text, score}.")
+    @store_options
+    def kb_retrieve(kb_ref: str, query: str, workspace: str | None, top_k: int, as_json: bool, data_dir: str | None, config_file: str | None) -> None:
+        """Search a knowledge base, best first."""
+        with open_store(data_dir, config_file) as (_, db):
+            ws = workspace_id(db, workspace)
+            target = _kb(db, ws, kb_ref)
+            with db.read() as s:
+                hits = Retriever().retrieve(s, [target], query, top_k=top_k)
+        if as_json:
+            click.echo(json.dumps([{"doc_id": h.doc_id, "doc_name": h.doc_name, "title": h.title, "text": h.text, "score": h.score} for h in hits], ensure_ascii=False))
+            return
+        for h in hits:
+            click.echo(f"{h.score:.3f}\t{h.doc_name}\t{h.title}\t{h.text[:120]!r}")
+
+    @kb.command("list")
+    @click.option("--workspace", help="Workspace id or name.")
+    @store_options
+    def kb_list(workspace: str | None, data_dir: str | None, config_file: str | None) -> None:
+        with open_store(data_dir, config_file) as (_, db):
+            ws = workspace_id(db, workspace)
+            with db.read() as s:
+                for k in kb_store.list_kbs(s, ws):
+                    click.echo(f"{k.id}\t{k.structure_type}\t{k.name}")
+
+    @kb.command("files")
+    @click.argument("kb_ref", metavar="KB")
+    @click.option("--workspace", help="Workspace id or name.")
+    @store_options
+    def kb_files(kb_ref: str, workspace: str | None, data_dir: str | None, config_file: str | None) -> None:
+        """A knowledge base's files with their parse and index status."""
+        with open_store(data_dir, config_file) as (_, db):
+            ws = workspace_id(db, workspace)
+            target = _kb(db, ws, kb_ref)
+            with db.read() as s:
+                for f in kb_store.list_files(s, target.id):
+                    click.echo(f"{f.id}\t{f.status}\t{f.index_status}\t{f.name}\t{f.message}")
+
+    @kb.command("delete-file")
+    @click.argument("file_id")
+    @click.option("--workspace", help="Workspace id or name.")
+    @store_options
+    def kb_delete_file(file_id: str, workspace: str | None, data_dir: str | None, config_file: str | None) -> None:
+        """Delete a file and its chunks."""
+        with open_store(data_dir, config_file) as (settings, db):
+            ws = workspace_id(db, workspace)
+            with db.write() as s:
+                f = kb_store.get_file(s, ws, file_id)
+                if f is None:
+                    raise click.ClickException(f"no file {file_id} in workspace {ws}")
+                if f.status == "PARSING":
+                    raise click.ClickException("Current file status does not support delete.")
+                path = kb_store.file_path(settings.data_dir, f.id, f.name)
+                kb_store.delete_file(s, f)
+            path.unlink(missing_ok=True)
+            click.echo(file_id)

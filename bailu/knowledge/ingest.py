@@ -1,0 +1,110 @@
+"""Indexing jobs: parse → chunk → embed → store, with Bailian's status values.
+
+File: ``INIT`` → ``PARSING`` → ``PARSE_SUCCESS`` | ``PARSE_FAILED``; its place in the
+index: ``RUNNING`` → ``FINISH`` | ``INSERT_ERROR``. Job: ``PENDING`` → ``RUNNING`` →
+``COMPLETED`` (per-file failures are on the files) | ``FAILED`` (the job itself broke).
+
+A job is claimed atomically, so the server's worker and ``bailu kb add --wait`` never
+run one twice; it beats a heartbeat while it runs, and a RUNNING job whose heartbeat
+stopped (a crash) is put back to PENDING and resumes — each file's chunks are
+replaced, never duplicated. A corrupt or unsupported file fails alone, with its reason.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import update
+
+from bailu.knowledge import store as kb_store
+from bailu.knowledge.chunking import chunk_blocks
+from bailu.knowledge.embedders import get_embedder
+from bailu.knowledge.parsing import ParseError, parse
+from bailu.store.db import Database
+from bailu.store.tables import KbFile, KbJob, KnowledgeBase
+from bailu.store.workspaces import now
+
+log = logging.getLogger("bailu.knowledge")
+
+
+def run_job(db: Database, data_dir: Path, job_id: str) -> bool:
+    """Run one job if it is still PENDING; returns whether this call ran it."""
+    with db.write() as s:
+        if not kb_store.claim_job(s, job_id):
+            return False
+        job = s.get(KbJob, job_id)
+        assert job is not None
+        kb = s.get(KnowledgeBase, job.kb_id)
+        file_ids = list(job.file_ids)
+    try:
+        if kb is None:
+            raise RuntimeError("the knowledge base was deleted")
+        for file_id in file_ids:
+            _index_file(db, data_dir, kb, file_id)
+            with db.write() as s:
+                s.execute(update(KbJob).where(KbJob.id == job_id).values(heartbeat_at=now()))
+        final, message = "COMPLETED", ""
+    except Exception as exc:  # noqa: BLE001 - the job's own failure is recorded, not raised
+        log.exception("job %s failed", job_id)
+        final, message = "FAILED", f"{type(exc).__name__}: {exc}"
+    with db.write() as s:
+        s.execute(update(KbJob).where(KbJob.id == job_id).values(status=final, message=message, updated_at=now()))
+    return True
+
+
+def run_pending(db: Database, data_dir: Path, *, recover: bool = False) -> int:
+    """Run every PENDING job; with ``recover``, first put crashed RUNNING jobs back to PENDING."""
+    if recover:
+        with db.write() as s:
+            kb_store.recover_stale_jobs(s)
+    with db.read() as s:
+        jobs = kb_store.pending_jobs(s)
+    return sum(run_job(db, data_dir, j) for j in jobs)
+
+
+def _index_file(db: Database, data_dir: Path, kb: KnowledgeBase, file_id: str) -> None:
+    with db.write() as s:
+        f = s.get(KbFile, file_id)
+        if f is None:  # deleted meanwhile
+            return
+        name = f.name
+        kb_store.set_file_status(s, file_id, status="PARSING", index_status="RUNNING", message="")
+    try:
+        data = kb_store.file_path(data_dir, file_id, name).read_bytes()
+        parsed = parse(data, name)
+    except (ParseError, OSError) as exc:
+        with db.write() as s:
+            kb_store.set_file_status(s, file_id, status="PARSE_FAILED", index_status="INSERT_ERROR", message=str(exc))
+        return
+    with db.write() as s:
+        kb_store.set_file_status(s, file_id, status="PARSE_SUCCESS")
+    rows: list[dict[str, Any]]
+    if kb.structure_type == "structured":
+        if not parsed.rows:
+            with db.write() as s:
+                kb_store.set_file_status(s, file_id, index_status="INSERT_ERROR", message="a structured knowledge base takes tables (csv, xlsx)")
+            return
+        rows = [
+            {"title": name, "text": block.text, "pages": [], "fields": record}
+            for block, record in zip(parsed.blocks, parsed.rows, strict=True)
+        ]
+    else:
+        chunks = chunk_blocks(parsed.blocks, kb.chunk_size, kb.overlap)
+        rows = [{"title": c.title or Path(name).stem, "text": c.text, "pages": list(c.pages), "fields": None} for c in chunks]
+    if not rows:
+        with db.write() as s:
+            kb_store.set_file_status(s, file_id, index_status="INSERT_ERROR", message="the file has no text to index")
+        return
+    embedder = get_embedder(kb.embedder)
+    if embedder is not None:
+        vectors = embedder.embed([f"{r['title']}\n{r['text']}" for r in rows]).astype(np.float32)
+        for row, vec in zip(rows, vectors, strict=True):
+            row["vector"] = vec.tobytes()
+    with db.write() as s:
+        if s.get(KbFile, file_id) is None:
+            return
+        kb_store.replace_chunks(s, kb.id, file_id, rows)
+        kb_store.set_file_status(s, file_id, index_status="FINISH")

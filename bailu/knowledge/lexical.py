@@ -1,0 +1,57 @@
+"""Lexical retrieval: BM25 (bm25s) over jieba-segmented text, for Chinese and English alike.
+
+jieba's search-mode segmentation cuts Chinese into words and their sub-words
+(``百炼手机`` → ``百炼``, ``手机``); Latin words and numbers stay whole and are
+lower-cased; punctuation and whitespace are dropped. The same tokenizer runs on
+chunks and on queries.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+
+import numpy as np
+
+_WORD = re.compile(r"\w", re.UNICODE)
+_init_lock = threading.Lock()
+_ready = False
+
+
+def _jieba():  # type: ignore[no-untyped-def]
+    global _ready
+    import jieba
+
+    if not _ready:
+        with _init_lock:
+            if not _ready:
+                jieba.setLogLevel(logging.WARNING)
+                jieba.initialize()
+                _ready = True
+    return jieba
+
+
+def tokenize(text: str) -> list[str]:
+    return [t.lower() for t in _jieba().lcut_for_search(text) if _WORD.search(t)]
+
+
+class LexicalIndex:
+    """BM25 over a fixed list of documents (rebuilt when the knowledge base changes)."""
+
+    def __init__(self, texts: list[str]) -> None:
+        import bm25s
+
+        self.size = len(texts)
+        self._bm25 = bm25s.BM25()
+        corpus = [tokenize(t) or ["\u0000"] for t in texts]
+        if corpus:
+            self._bm25.index(corpus, show_progress=False)
+        self._vocab = set(self._bm25.vocab_dict) if corpus else set()
+
+    def scores(self, query: str) -> np.ndarray:
+        """One BM25 score per document (0 where no query term occurs)."""
+        terms = [t for t in tokenize(query) if t in self._vocab]
+        if not terms or not self.size:
+            return np.zeros(self.size, dtype=np.float32)
+        return np.asarray(self._bm25.get_scores(terms), dtype=np.float32)

@@ -1,0 +1,80 @@
+"""Knowledge for app calls: which knowledge bases a call searches, with which filters."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from bailu.appspec import AppSpec
+from bailu.calls import AppCall
+from bailu.errors import InvalidParameter
+from bailu.knowledge import store as kb_store
+from bailu.knowledge.retrieval import Filters, Hit, Retriever
+
+
+class Knowledge:
+    def __init__(self) -> None:
+        self.retriever = Retriever()
+
+    def retrieve_for(self, s: Session, workspace_id: str, spec: AppSpec, call: AppCall) -> list[Hit] | None:
+        """The chunks for this call, or None when it uses no knowledge base.
+
+        Call-time ``rag_options.pipeline_ids`` (first 5) replace the app's; ids that are
+        not knowledge bases of this workspace are a 400 that names them (another
+        workspace's look exactly like unknown ones).
+        """
+        rag = call.rag
+        kb_ids = rag.pipeline_ids if rag.pipeline_ids is not None else (spec.knowledge.pipeline_ids if spec.knowledge else [])
+        if not kb_ids:
+            if rag.file_ids or rag.metadata_filter or rag.structured_filter:
+                raise InvalidParameter("parameters.rag_options: file_ids and filters need pipeline_ids (this app has no knowledge base).")
+            return None
+        kbs = []
+        for kb_id in kb_ids:
+            kb = kb_store.get_kb(s, workspace_id, kb_id)
+            if kb is None:
+                raise InvalidParameter(f"parameters.rag_options.pipeline_ids: no knowledge base '{kb_id}' in this workspace.")
+            kbs.append(kb)
+        if rag.file_ids:
+            for file_id in rag.file_ids:
+                f = kb_store.get_file(s, workspace_id, file_id)
+                if f is None or f.kb_id not in kb_ids:
+                    raise InvalidParameter(
+                        f"parameters.rag_options.file_ids: file '{file_id}' is not in the knowledge bases of pipeline_ids."
+                    )
+        filters = Filters(
+            file_ids=frozenset(rag.file_ids) if rag.file_ids else None,
+            tags=frozenset(rag.tags) if rag.tags else None,
+            metadata=rag.metadata_filter or None,
+            structured=rag.structured_filter or None,
+        )
+        top_k = spec.knowledge.top_k if spec.knowledge else 5
+        threshold = spec.knowledge.threshold if spec.knowledge else 0.0
+        return self.retriever.retrieve(s, kbs, query_of(call), top_k=top_k, threshold=threshold, filters=filters)
+
+
+def query_of(call: AppCall) -> str:
+    if call.prompt:
+        return call.prompt
+    users = [m["content"] for m in call.messages or [] if m["role"] == "user"]
+    return users[-1] if users else ""
+
+
+def rag_thought(call: AppCall, hits: list[Hit]) -> dict[str, Any]:
+    """The ``agentRag`` step shown with ``has_thoughts`` (WIRE.md §8)."""
+    observation = [
+        {"index_id": str(i), "doc_id": h.doc_id, "doc_name": h.doc_name, "title": h.title, "text": h.text, "score": h.score}
+        for i, h in enumerate(hits, start=1)
+    ]
+    return {
+        "thought": f"检索到 {len(hits)} 条相关资料",
+        "action_type": "agentRag",
+        "action_name": "文档检索",
+        "action": "agentRag",
+        "action_input": {"query": query_of(call)},
+        "action_input_stream": None,
+        "response": None,
+        "observation": json.dumps(observation, ensure_ascii=False),
+    }
