@@ -41,6 +41,10 @@ provider = "scripted"
 reply = "this answer will break after three chunks"
 fail_after = 3
 
+[models.cite]
+provider = "scripted"
+reply = "根据资料，推荐百炼 Zephyr Z9<ref>[1]</ref>，它轻薄便携<ref>[7]</ref>。"
+
 [models.no-weights]
 provider = "llama-cpp"
 model_path = "/nonexistent/model.gguf"

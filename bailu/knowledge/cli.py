@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import sys
 import json
 import time
 from pathlib import Path
@@ -92,7 +93,7 @@ def register(main: click.Group, store_options: Any, open_store: Any, workspace_i
                 raise click.ClickException("; ".join(failed))
 
     def _wait(db: Database, data_dir: Path, job_id: str, ids: list[str]) -> list[str]:
-        with click.progressbar(length=len(ids), label="indexing", file=click.get_text_stream("stderr")) as bar:  # type: ignore[operator]
+        with click.progressbar(length=len(ids), label="indexing", file=sys.stderr) as bar:  # type: ignore[operator]
             run_job(db, data_dir, job_id)  # unless the server claimed it first
             done: set[str] = set()
             while True:

@@ -1,0 +1,338 @@
+"""Knowledge bases: parsing real documents, chunking, indexing jobs, hybrid retrieval,
+and RAG with citations through the official SDK (the seeds' phone-catalogue example)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import docx
+import openpyxl
+import pytest
+from sqlalchemy import func, select, update
+
+from bailu.knowledge import store as kb_store
+from bailu.knowledge.chunking import chunk_blocks, check_sizes
+from bailu.knowledge.citations import CitationFilter
+from bailu.knowledge.ingest import run_job, run_pending
+from bailu.knowledge.parsing import Block, ParseError, parse
+from bailu.knowledge.retrieval import Filters, Retriever
+from bailu.store import workspaces as ws_repo
+from bailu.store.db import Database
+from bailu.store.tables import KbChunk, KbJob
+from tests.conftest import BailuServer
+
+DATA = Path(__file__).parent / "data"
+PHONES = (DATA / "phones.txt").read_text(encoding="utf-8").splitlines()
+
+
+def phone_docx() -> bytes:
+    """The seeds' 百炼系列手机产品介绍, as a real .docx (a heading, one paragraph per phone, a table)."""
+    d = docx.Document()
+    d.add_heading("百炼手机产品介绍", level=1)
+    for line in PHONES:
+        d.add_paragraph(line)
+    table = d.add_table(rows=1, cols=2)
+    table.rows[0].cells[0].text, table.rows[0].cells[1].text = "型号", "参考售价"
+    for model, price in (("Ace Ultra", "3999-4299"), ("Zephyr Z9", "2499-2799"), ("Flex Fold+", "9999-10999")):
+        cells = table.add_row().cells
+        cells[0].text, cells[1].text = model, price
+    buf = io.BytesIO()
+    d.save(buf)
+    return buf.getvalue()
+
+
+def tiny_pdf(pages: list[str]) -> bytes:
+    """A small, valid PDF with one line of text per page (Helvetica, ASCII)."""
+    objs = ["<< /Type /Catalog /Pages 2 0 R >>", ""]
+    kids = []
+    for i, text in enumerate(pages):
+        page_no, content_no = 3 + 2 * i, 4 + 2 * i
+        kids.append(f"{page_no} 0 R")
+        stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET"
+        objs.append(f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents {content_no} 0 R /Resources << /Font << /F1 {3 + 2 * len(pages)} 0 R >> >> >>")
+        objs.append(f"<< /Length {len(stream)} >>\nstream\n{stream}\nendstream")
+    objs[1] = f"<< /Type /Pages /Kids [{' '.join(kids)}] /Count {len(pages)} >>"
+    objs.append("<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>")
+    out = b"%PDF-1.4\n"
+    offsets = []
+    for n, body in enumerate(objs, start=1):
+        offsets.append(len(out))
+        out += f"{n} 0 obj\n{body}\nendobj\n".encode()
+    xref = len(out)
+    out += f"xref\n0 {len(objs) + 1}\n0000000000 65535 f \n".encode()
+    out += "".join(f"{o:010d} 00000 n \n" for o in offsets).encode()
+    out += f"trailer\n<< /Size {len(objs) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
+    return out
+
+
+def xlsx_bytes(rows: list[list[object]]) -> bytes:
+    book = openpyxl.Workbook()
+    for row in rows:
+        book.active.append(row)
+    buf = io.BytesIO()
+    book.save(buf)
+    return buf.getvalue()
+
+
+# --- parsing ------------------------------------------------------------------------------------
+
+
+def test_parse_docx_keeps_headings_and_table_rows() -> None:
+    parsed = parse(phone_docx(), "百炼系列手机产品介绍.docx")
+    assert all(b.title == "百炼手机产品介绍" for b in parsed.blocks)
+    assert [b.text for b in parsed.blocks[:3]] == PHONES
+    rows = [b for b in parsed.blocks if b.atomic]
+    assert rows[1].text == "| Ace Ultra | 3999-4299 |" and len(rows) == 4
+
+
+def test_parse_pdf_keeps_pages() -> None:
+    parsed = parse(tiny_pdf(["Bailian phones page one", "Zephyr Z9 costs 2499 yuan"]), "c.pdf")
+    assert [(b.page, b.text) for b in parsed.blocks] == [(0, "Bailian phones page one"), (1, "Zephyr Z9 costs 2499 yuan")]
+
+
+def test_parse_html_md_txt_csv_xlsx() -> None:
+    html = b"<html><head><title>T</title><script>evil()</script></head><body><h2>Phones</h2><p>Zephyr <b>Z9</b> is light.</p><table><tr><td>Z9</td><td>2499</td></tr></table></body></html>"
+    blocks = parse(html, "p.html").blocks
+    assert [(b.title, b.text, b.atomic) for b in blocks] == [("Phones", "Zephyr Z9 is light.", False), ("Phones", "| Z9 | 2499 |", True)]
+    md = "# 手机\n\n百炼手机很好。\n\n| 型号 | 价格 |\n|---|---|\n| Z9 | 2499 |\n".encode()
+    assert [b.text for b in parse(md, "a.md").blocks] == ["百炼手机很好。", "| 型号 | 价格 |", "| Z9 | 2499 |"]
+    assert [b.text for b in parse("第一段。\n\n第二段。".encode("gb18030"), "a.txt").blocks] == ["第一段。", "第二段。"]
+    buf = io.StringIO()
+    csv.writer(buf).writerows([["型号", "价格"], ["Z9", "2499"], ["X1", "5999"]])
+    table = parse(buf.getvalue().encode(), "t.csv")
+    assert table.columns == ["型号", "价格"] and table.rows[1] == {"型号": "X1", "价格": "5999"}
+    sheet = parse(xlsx_bytes([["型号", "价格"], ["Z9", 2499]]), "t.xlsx")
+    assert sheet.rows == [{"型号": "Z9", "价格": "2499"}]
+
+
+@pytest.mark.parametrize(("data", "name", "reason"), [
+    (b"%PDF-1.4 garbage", "x.pdf", "PDF"),
+    (b"not a zip", "x.docx", "cannot parse"),
+    (b"\x00\x01", "x.exe", "unsupported file type"),
+    (b"", "x.csv", "empty"),
+])
+def test_parse_failures_are_clear(data: bytes, name: str, reason: str) -> None:
+    with pytest.raises(ParseError, match=reason):
+        parse(data, name)
+
+
+# --- chunking -----------------------------------------------------------------------------------
+
+
+def test_chunking_sizes_sentences_rows_and_overlap() -> None:
+    text = "".join(f"第{i}句话的内容比较长一些。" for i in range(40))
+    blocks = [Block(text, "t"), *[Block(f"| row {i} | {'x' * 30} |", "t", atomic=True) for i in range(5)]]
+    chunks = chunk_blocks(blocks, chunk_size=100, overlap=30)
+    assert all(len(c.text) <= 100 for c in chunks)
+    sentences = [f"第{i}句话的内容比较长一些。" for i in range(40)]
+    for c in chunks:
+        for line in c.text.split("\n"):
+            if line.startswith("|"):
+                assert line.endswith("|") and "row" in line  # rows never split
+            else:
+                assert all(piece in sentences for piece in line.replace("。", "。\0").split("\0") if piece)
+    # consecutive text chunks share whole sentences (the overlap)
+    assert chunks[1].text.split("。")[0] + "。" in chunks[0].text
+    assert "".join(c.text for c in chunks).count("row 4") >= 1
+
+
+def test_chunking_long_sentence_and_limits() -> None:
+    chunks = chunk_blocks([Block("超" * 250)], chunk_size=100, overlap=0)
+    assert [len(c.text) for c in chunks] == [100, 100, 50]
+    for bad in ((0, 0), (6001, 0), (100, 100), (500, 1025)):
+        with pytest.raises(ValueError):
+            check_sizes(*bad)
+
+
+def test_citation_filter_streams_markers_whole() -> None:
+    f = CitationFilter(2)
+    pieces = ["Z9 是轻薄款<re", "f>[2]</re", "f>，X1<ref>[", "9]</ref>。a<b"]
+    out = "".join(f.feed(p) for p in pieces) + f.flush()
+    assert out == "Z9 是轻薄款<ref>[2]</ref>，X1。a<b" and f.cited == [2]
+
+
+# --- indexing and retrieval, on SQLite and PostgreSQL ----------------------------------------------
+
+
+@pytest.fixture
+def kb_env(database_url: str, tmp_path: Path):  # type: ignore[no-untyped-def]
+    db = Database(database_url)
+    db.migrate()
+    with db.write() as s:
+        ws = ws_repo.ensure_default_workspace(s).id
+    yield db, ws, tmp_path
+    db.dispose()
+
+
+def add(db: Database, data_dir: Path, kb, files: dict[str, bytes], tags=(), meta=None) -> tuple[str, list[str]]:  # type: ignore[no-untyped-def]
+    (data_dir / "files").mkdir(exist_ok=True)
+    with db.write() as s:
+        ids = []
+        for name, data in files.items():
+            f = kb_store.add_file(s, kb, name, len(data), "0" * 64, list(tags), dict(meta or {}))
+            kb_store.file_path(data_dir, f.id, name).write_bytes(data)
+            ids.append(f.id)
+        job = kb_store.create_job(s, kb, ids)
+    return job.id, ids
+
+
+def test_ingest_retrieve_filter_delete(kb_env) -> None:  # type: ignore[no-untyped-def]
+    db, ws, data_dir = kb_env
+    with db.write() as s:
+        kb = kb_store.create_kb(s, ws, "phones", chunk_size=120, overlap=20, structured=False, embedder="none")
+    job, (phones_id,) = add(db, data_dir, kb, {"百炼系列手机产品介绍.docx": phone_docx()}, tags=["手机"], meta={"brand": "百炼"})
+    _, (other_id, bad_id) = add(db, data_dir, kb, {"notes.md": "# 其他\n\n苹果派的做法：面粉、黄油和苹果。".encode(), "broken.pdf": b"%PDF-1.4 nope"})
+    assert run_job(db, data_dir, job) and not run_job(db, data_dir, job)  # claimed once
+    assert run_pending(db, data_dir) == 1
+    with db.read() as s:
+        files = {f.id: f for f in kb_store.list_files(s, kb.id)}
+        assert (files[phones_id].status, files[phones_id].index_status) == ("PARSE_SUCCESS", "FINISH")
+        assert (files[bad_id].status, files[bad_id].index_status) == ("PARSE_FAILED", "INSERT_ERROR")
+        assert "PDF" in files[bad_id].message
+        assert s.scalar(select(KbJob.status).where(KbJob.id == job)) == "COMPLETED"
+        kb = kb_store.get_kb(s, ws, kb.id)
+        r = Retriever()
+        hits = r.retrieve(s, [kb], "轻薄便携的手机", top_k=3)
+        assert "Zephyr Z9" in hits[0].text and hits[0].doc_name == "百炼系列手机产品介绍.docx" and 0 < hits[0].score <= 1
+        assert r.retrieve(s, [kb], "苹果派怎么做", top_k=1)[0].doc_id == other_id
+        assert {h.doc_id for h in r.retrieve(s, [kb], "苹果 手机", top_k=10, filters=Filters(tags=frozenset({"手机"})))} == {phones_id}
+        assert {h.doc_id for h in r.retrieve(s, [kb], "苹果 手机", top_k=10, filters=Filters(metadata={"brand": "百炼"}))} == {phones_id}
+        assert {h.doc_id for h in r.retrieve(s, [kb], "苹果 手机", top_k=10, filters=Filters(file_ids=frozenset({other_id})))} == {other_id}
+        assert r.retrieve(s, [kb], "苹果", top_k=10, threshold=1.01) == []
+    with db.write() as s:
+        f = kb_store.get_file(s, ws, phones_id)
+        assert f is not None
+        kb_store.delete_file(s, f)
+    with db.read() as s:
+        assert s.scalar(select(func.count()).select_from(KbChunk).where(KbChunk.file_id == phones_id)) == 0
+        kb = kb_store.get_kb(s, ws, kb.id)
+        assert all(h.doc_id != phones_id for h in Retriever().retrieve(s, [kb], "Zephyr 手机", top_k=10))
+        assert kb_store.get_kb(s, "llm-someoneelse0000", kb.id) is None
+
+
+def test_structured_kb_rows_and_filter(kb_env) -> None:  # type: ignore[no-untyped-def]
+    db, ws, data_dir = kb_env
+    with db.write() as s:
+        kb = kb_store.create_kb(s, ws, "价格表", chunk_size=500, overlap=100, structured=True, embedder="none")
+    sheet = xlsx_bytes([["型号", "价格", "类型"], ["Zephyr Z9", 2499, "轻薄"], ["Ace Ultra", 3999, "游戏"], ["Flex Fold+", 9999, "折叠"]])
+    job, _ = add(db, data_dir, kb, {"prices.xlsx": sheet})
+    run_job(db, data_dir, job)
+    with db.read() as s:
+        kb = kb_store.get_kb(s, ws, kb.id)
+        assert s.scalar(select(func.count()).select_from(KbChunk).where(KbChunk.kb_id == kb.id)) == 3
+        hits = Retriever().retrieve(s, [kb], "手机 价格", top_k=5, filters=Filters(structured={"类型": "游戏", "型号": "Flex Fold+"}))
+        assert sorted(h.fields["型号"] for h in hits if h.fields) == ["Ace Ultra", "Flex Fold+"]
+
+
+def test_crashed_job_resumes(kb_env) -> None:  # type: ignore[no-untyped-def]
+    db, ws, data_dir = kb_env
+    with db.write() as s:
+        kb = kb_store.create_kb(s, ws, "k", chunk_size=500, overlap=100, structured=False, embedder="none")
+    job, (fid,) = add(db, data_dir, kb, {"a.txt": "百炼手机。".encode()})
+    with db.write() as s:  # as a process that died mid-job leaves it
+        s.execute(update(KbJob).where(KbJob.id == job).values(status="RUNNING", heartbeat_at=ws_repo.now() - timedelta(minutes=5)))
+        kb_store.set_file_status(s, fid, status="PARSING")
+    assert run_pending(db, data_dir) == 0  # a plain poll leaves RUNNING jobs alone
+    assert run_pending(db, data_dir, recover=True) == 1
+    with db.read() as s:
+        assert s.scalar(select(KbJob.status).where(KbJob.id == job)) == "COMPLETED"
+        assert kb_store.get_file(s, ws, fid).index_status == "FINISH"  # type: ignore[union-attr]
+
+
+# --- through the CLI and the official SDK ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def phones(server: BailuServer, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    d = tmp_path_factory.mktemp("docs")
+    (d / "百炼系列手机产品介绍.docx").write_bytes(phone_docx())
+    (d / "broken.pdf").write_bytes(b"%PDF-1.4 broken")
+    kb = server.cli("kb", "create", "百炼手机", "--chunk-size", "200", "--overlap", "50")
+    out = server.cli_output("kb", "add", kb, str(d / "百炼系列手机产品介绍.docx"), "--tags", "手机", "--metadata", '{"brand": "百炼"}', "--wait")
+    return {"kb": kb, "file": out.strip().splitlines()[-1], "dir": str(d)}
+
+
+def test_cli_add_wait_and_retrieve_json(server: BailuServer, phones: dict[str, str]) -> None:
+    from click.testing import CliRunner
+
+    from bailu.cli import main
+
+    env = {k: v for k, v in server.env.items() if k.startswith("BAILU_")}
+    bad = CliRunner().invoke(main, ["kb", "add", phones["kb"], f"{phones['dir']}/broken.pdf", "--wait"], env=env)
+    assert bad.exit_code != 0 and "broken.pdf" in bad.output and bad.stdout.strip().startswith("file_")
+    hits = json.loads(server.cli_output("kb", "retrieve", phones["kb"], "轻薄便携的手机", "--top-k", "2", "--json"))
+    assert len(hits) == 2 and set(hits[0]) == {"doc_id", "doc_name", "title", "text", "score"}
+    assert "Zephyr Z9" in hits[0]["text"] and hits[0]["doc_name"] == "百炼系列手机产品介绍.docx"
+    assert hits[0]["score"] >= hits[1]["score"]
+
+
+def test_rag_answer_cites_sources(server: BailuServer, phones: dict[str, str]) -> None:
+    from dashscope import Application
+
+    app = server.app(model="cite", instructions="你是手机导购。", knowledge={"pipeline_ids": [phones["kb"]], "top_k": 3, "show_sources": True})
+    resp = Application.call(api_key=server.key, app_id=app, prompt="请推荐一款3000元以下、轻薄便携的手机", base_address=server.url)
+    assert resp.status_code == 200, resp.message
+    text, refs = resp.output.text, resp.output.doc_references
+    assert "<ref>[1]</ref>" in text and "<ref>[7]</ref>" not in text  # 7 points to nothing: removed
+    assert [r["index_id"] for r in refs] == ["1"]
+    ref = refs[0]
+    assert ref["doc_id"] == phones["file"] and ref["doc_name"] == "百炼系列手机产品介绍.docx"
+    assert ref["text"].startswith("【文档名】:百炼系列手机产品介绍.docx\n【标题】:百炼手机产品介绍\n【正文】:")
+    assert "Zephyr Z9" in ref["text"] and ref["images"] == [] and isinstance(ref["page_number"], list)
+    frames = list(Application.call(api_key=server.key, app_id=app, prompt="请推荐一款3000元以下、轻薄便携的手机", stream=True,
+                                   incremental_output=True, has_thoughts=True, base_address=server.url))
+    assert "".join(f.output.text for f in frames) == text
+    assert frames[-1].output.doc_references == refs
+    rag = [t for f in frames for t in (f.output.thoughts or []) if t["action_type"] == "agentRag"]
+    assert len(rag) == 1 and "Zephyr Z9" in json.loads(rag[0]["observation"])[0]["text"]
+
+
+def test_rag_context_reaches_the_model(server: BailuServer, phones: dict[str, str]) -> None:
+    app = server.app(model="up-echo", instructions="你是手机导购。", knowledge={"pipeline_ids": [phones["kb"]], "show_sources": True})
+    assert server.post(app, {"input": {"prompt": "折叠屏手机多少钱？"}}).status_code == 200
+    system = server.upstream.last("fake-echo")["messages"][0]["content"]
+    assert system.startswith("你是手机导购。\n\n# 知识库") and "Flex Fold+" in system and "<ref>[编号]</ref>" in system
+
+
+def test_rag_options_rules(server: BailuServer, phones: dict[str, str]) -> None:
+    plain = server.app(model="up-echo")
+    ask = {"input": {"prompt": "折叠屏手机"}}
+    ok = server.post(plain, {**ask, "parameters": {"rag_options": {"pipeline_ids": [phones["kb"], "x1", "x2", "x3", "x4", "ignored-6th"]}}})
+    assert ok.status_code == 400 and "'x1'" in ok.json()["message"]  # ids are checked; only the first 5
+    r = server.post(plain, {**ask, "parameters": {"rag_options": {"pipeline_ids": [phones["kb"]], "file_ids": [phones["file"]], "tags": "手机"}}})
+    assert r.status_code == 200 and "Flex Fold+" in server.upstream.last("fake-echo")["messages"][0]["content"]
+    r = server.post(plain, {**ask, "parameters": {"rag_options": {"pipeline_ids": [phones["kb"]], "tags": ["没有这个标签"]}}})
+    assert "没有找到与问题相关的资料" in server.upstream.last("fake-echo")["messages"][0]["content"]
+    for rag, needle in (
+        ({"file_ids": [phones["file"]]}, "need pipeline_ids"),
+        ({"pipeline_ids": [phones["kb"]], "file_ids": ["file_nope"]}, "file_nope"),
+        ({"pipeline_ids": [phones["kb"]], "file_ids": ["f"] * 101}, "at most 100"),
+        ({"pipeline_ids": "abc"}, "pipeline_ids"),
+        ({"pipeline_ids": ["nope123456"]}, "nope123456"),
+    ):
+        r = server.post(plain, {**ask, "parameters": {"rag_options": rag}})
+        assert r.status_code == 400 and needle in r.json()["message"], (rag, r.text)
+
+
+def test_knowledge_bases_are_isolated_between_workspaces(server: BailuServer, phones: dict[str, str]) -> None:
+    import uuid
+
+    ws = server.cli("workspace", "create", f"other-{uuid.uuid4().hex[:6]}")
+    key = server.cli("key", "create", "--workspace", ws)
+    app = server.app(model="up-echo", workspace=ws)
+    h = {"X-DashScope-WorkSpace": ws}
+    theirs = server.post(app, {"input": {"prompt": "手机"}, "parameters": {"rag_options": {"pipeline_ids": [phones["kb"]]}}}, key=key, headers=h)
+    unknown = server.post(app, {"input": {"prompt": "手机"}, "parameters": {"rag_options": {"pipeline_ids": ["zzzzzzzzzz"]}}}, key=key, headers=h)
+    assert theirs.status_code == unknown.status_code == 400
+    assert theirs.json()["message"].replace(phones["kb"], "ID") == unknown.json()["message"].replace("zzzzzzzzzz", "ID")
+    from click.testing import CliRunner
+
+    from bailu.cli import main
+
+    env = {k: v for k, v in server.env.items() if k.startswith("BAILU_")}
+    out = CliRunner().invoke(main, ["kb", "retrieve", phones["kb"], "手机", "--workspace", ws], env=env)
+    assert out.exit_code != 0 and "no knowledge base" in out.output
