@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import anyio.to_thread
+from sqlalchemy.orm import Session
 
 from bailu import ids
 from bailu.appspec import AppSpec
@@ -69,19 +70,8 @@ class Runner:
         return await self._db(self._prepare, call, authorization)
 
     def _prepare(self, call: AppCall, authorization: str | None) -> Prepared:
-        key = _bearer(authorization)
         with self.db.read() as s:
-            owner = ws_repo.key_owner(s, key) if key else None
-            if owner is None:
-                raise InvalidApiKey()
-            workspace_id = call.workspace or self._default_workspace(s)
-            if owner.workspace_id != workspace_id:
-                raise WorkspaceAccessDenied(
-                    "Workspace access denied: this API key belongs to another workspace; "
-                    "send X-DashScope-WorkSpace with the app's workspace id."
-                    if call.workspace is None
-                    else None
-                )
+            workspace_id = self.workspace_for(s, authorization, call.workspace)
             published = app_repo.latest_published(s, workspace_id, call.app_id)
             if published is None:
                 if app_repo.get_app(s, workspace_id, call.app_id) is not None:
@@ -110,6 +100,23 @@ class Runner:
                 self._specs.clear()
             spec = self._specs[key] = AppSpec.model_validate(published.spec)
         return spec
+
+    def workspace_for(self, s: Session, authorization: str | None, workspace: str | None) -> str:
+        """The workspace a request acts in: the key's, which must be the one named by
+        ``X-DashScope-WorkSpace`` (or the default workspace when the header is absent)."""
+        key = _bearer(authorization)
+        owner = ws_repo.key_owner(s, key) if key else None
+        if owner is None:
+            raise InvalidApiKey()
+        workspace_id = workspace or self._default_workspace(s)
+        if owner.workspace_id != workspace_id:
+            raise WorkspaceAccessDenied(
+                "Workspace access denied: this API key belongs to another workspace; "
+                "send X-DashScope-WorkSpace with the app's workspace id."
+                if workspace is None
+                else None
+            )
+        return workspace_id
 
     def _default_workspace(self, s: object) -> str:
         if self._default_ws is None:

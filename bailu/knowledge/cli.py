@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import sys
 import json
 import time
@@ -17,6 +16,7 @@ from bailu.knowledge.embedders import default_embedder_name
 from bailu.knowledge.ingest import run_job
 from bailu.knowledge.parsing import SUPPORTED, file_type
 from bailu.knowledge.retrieval import Retriever
+from bailu.knowledge.service import add_files
 from bailu.store.db import Database
 from bailu.store.tables import KbFile, KnowledgeBase
 
@@ -76,17 +76,10 @@ def register(main: click.Group, store_options: Any, open_store: Any, workspace_i
         with open_store(data_dir, config_file) as (settings, db):
             ws = workspace_id(db, workspace)
             target = _kb(db, ws, kb_ref)
-            ids = []
-            (settings.data_dir / "files").mkdir(parents=True, exist_ok=True)
-            with db.write() as s:
-                for path in files:
-                    data = Path(path).read_bytes()
-                    row = kb_store.add_file(s, target, Path(path).name, len(data), hashlib.sha256(data).hexdigest(), tag_list, meta)
-                    kb_store.file_path(settings.data_dir, row.id, row.name).write_bytes(data)
-                    ids.append(row.id)
-                job = kb_store.create_job(s, target, ids)
+            uploads = [(Path(p).name, Path(p).read_bytes()) for p in files]
+            job_id, ids = add_files(db, settings.data_dir, target, uploads, tag_list, meta)
             if wait:
-                failed = _wait(db, settings.data_dir, job.id, ids)
+                failed = _wait(db, settings.data_dir, job_id, ids)
             for file_id in ids:
                 click.echo(file_id)
             if wait and failed:

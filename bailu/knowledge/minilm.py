@@ -216,8 +216,8 @@ def build_onnx(folder: Path) -> bytes:
         context = op("Reshape", op("Transpose", context, perm=[0, 2, 1, 3]), const(i64([0, 0, HIDDEN])))
         x = layer_norm(op("Add", linear(context, f"{p}.attention.output.dense"), x), f"{p}.attention.output.LayerNorm")
         h = linear(x, f"{p}.intermediate.dense")  # GELU, erf form: 0.5 h (1 + erf(h / sqrt 2))
-        h = op("Mul", op("Mul", h, const(f32(0.5))),
-               op("Add", const(f32(1.0)), op("Erf", op("Mul", h, const(f32(1.0 / np.sqrt(2.0)))))))
+        erf = op("Erf", op("Div", h, const(f32(np.sqrt(2.0)))))  # in this order onnxruntime fuses it into Gelu
+        h = op("Mul", op("Mul", h, op("Add", erf, const(f32(1.0)))), const(f32(0.5)))
         x = layer_norm(op("Add", linear(h, f"{p}.output.dense"), x), f"{p}.output.LayerNorm")
 
     # mean pooling over the mask, then L2 normalisation (eps as in sentence-transformers / torch)

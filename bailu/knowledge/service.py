@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -12,6 +14,23 @@ from bailu.calls import AppCall
 from bailu.errors import InvalidParameter
 from bailu.knowledge import store as kb_store
 from bailu.knowledge.retrieval import Filters, Hit, Retriever
+from bailu.store.db import Database
+from bailu.store.tables import KnowledgeBase
+
+
+def add_files(
+    db: Database, data_dir: Path, kb: KnowledgeBase, files: list[tuple[str, bytes]], tags: list[str], meta: dict[str, Any]
+) -> tuple[str, list[str]]:
+    """Store uploaded files (bytes in ``DATA_DIR/files``) and queue one indexing job for them."""
+    (data_dir / "files").mkdir(parents=True, exist_ok=True)
+    ids = []
+    with db.write() as s:
+        for name, data in files:
+            row = kb_store.add_file(s, kb, name, len(data), hashlib.sha256(data).hexdigest(), tags, meta)
+            kb_store.file_path(data_dir, row.id, row.name).write_bytes(data)
+            ids.append(row.id)
+        job = kb_store.create_job(s, kb, ids)
+    return job.id, ids
 
 
 class Knowledge:

@@ -20,6 +20,7 @@ from bailu.calls import parse_app_call
 from bailu.config import Settings
 from bailu.models import ModelRegistry
 from bailu.runner import Prepared, Runner
+from bailu.server import admin
 from bailu.server.encoders import KEEPALIVE, DashScopeEncoder
 from bailu.server.errors import as_bailu_error, install_error_handlers
 from bailu.store.db import Database
@@ -50,10 +51,14 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
         if db is None:
             database.dispose()
 
-    app = FastAPI(title="bailu", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="bailu", version=__version__, lifespan=lifespan, docs_url="/api/v1/admin/docs", redoc_url=None,
+        openapi_url="/api/v1/admin/openapi.json",
+    )
     app.state.settings = settings
     app.state.runner = runner
     install_error_handlers(app)
+    app.include_router(admin.router)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
