@@ -31,7 +31,7 @@ def test_readme_opens_with_the_two_commands() -> None:
     assert "make test" in ci
 
 
-@pytest.mark.parametrize("block", blocks(DOCS / "app-spec.md", "yaml"))
+@pytest.mark.parametrize("block", blocks(DOCS / "app-spec.md", "yaml") + blocks(DOCS / "knowledge.md", "yaml"))
 def test_app_spec_examples_load(block: str) -> None:
     spec = parse_spec(yaml.safe_load(block))
     assert spec.type == "agent"
