@@ -104,7 +104,7 @@ class Runner:
     def workspace_for(self, s: Session, authorization: str | None, workspace: str | None) -> str:
         """The workspace a request acts in: the key's, which must be the one named by
         ``X-DashScope-WorkSpace`` (or the default workspace when the header is absent)."""
-        key = _bearer(authorization)
+        key = bearer_token(authorization)
         owner = ws_repo.key_owner(s, key) if key else None
         if owner is None:
             raise InvalidApiKey()
@@ -166,7 +166,7 @@ class Runner:
         )
 
 
-def _bearer(authorization: str | None) -> str | None:
+def bearer_token(authorization: str | None) -> str | None:
     if not authorization:
         return None
     scheme, _, token = authorization.strip().partition(" ")

@@ -136,6 +136,7 @@ def _open_session(ort: Any, threads: int) -> Any:
                 return session
         except Exception as exc:  # noqa: BLE001 - onnxruntime's errors derive from Exception alone
             log.warning("rebuilding %s, which could not be loaded: %s", path, exc)
+    log.info("building the ONNX graph of %s into %s", MiniLMEmbedder.name, path)
     data = build_onnx(model_dir())
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".minilm-", suffix=".tmp")

@@ -22,7 +22,7 @@ from bailu.knowledge.chunking import DEFAULT_CHUNK_SIZE, DEFAULT_OVERLAP, check_
 from bailu.knowledge.embedders import default_embedder_name
 from bailu.knowledge.retrieval import Filters
 from bailu.knowledge.service import add_files
-from bailu.runner import Runner, _bearer
+from bailu.runner import Runner, bearer_token
 from bailu.store import workspaces as ws_repo
 from bailu.store.tables import KbChunk, KbFile, KbJob, KnowledgeBase
 
@@ -65,7 +65,7 @@ def workspace(
     authorization: Annotated[str | None, Header()] = None,
     x_dashscope_workspace: Annotated[str | None, Header()] = None,
 ) -> str:
-    key = _bearer(authorization)
+    key = bearer_token(authorization)
     with _runner(request).db.read() as s:
         owner = ws_repo.key_owner(s, key) if key else None
     if owner is None:
