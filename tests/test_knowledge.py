@@ -336,3 +336,32 @@ def test_knowledge_bases_are_isolated_between_workspaces(server: BailuServer, ph
     env = {k: v for k, v in server.env.items() if k.startswith("BAILU_")}
     out = CliRunner().invoke(main, ["kb", "retrieve", phones["kb"], "手机", "--workspace", ws], env=env)
     assert out.exit_code != 0 and "no knowledge base" in out.output
+
+
+def test_cli_chunk_edit_and_delete(server: BailuServer, phones: dict[str, str]) -> None:
+    lines = server.cli_output("kb", "chunks", phones["kb"], "--file", phones["file"]).strip().splitlines()
+    fold_id = next(line.split("\t")[0] for line in lines if "Flex Fold+" in line)
+    server.cli("kb", "chunk-update", fold_id, "--disable")
+    hits = json.loads(server.cli_output("kb", "retrieve", phones["kb"], "折叠屏 Flex Fold+", "--json", "--top-k", "10"))
+    assert all("Flex Fold+ ——折叠屏" not in h["text"] for h in hits)
+    server.cli("kb", "chunk-update", fold_id, "--enable")
+    assert "Flex Fold+" in json.loads(server.cli_output("kb", "retrieve", phones["kb"], "折叠屏 Flex Fold+", "--json"))[0]["text"]
+
+
+def test_seeds_s15_s17_rag_options_through_the_sdk(server: BailuServer, phones: dict[str, str], tmp_path: Path) -> None:
+    """S15 pipeline_ids, S16 file_ids/metadata_filter/tags, S17 structured_filter, as the SDK sends them."""
+    from dashscope import Application
+
+    app = server.app(model="up-echo", instructions="你是手机导购。")
+    call = dict(api_key=server.key, app_id=app, prompt="请推荐一款3000元以下的手机", base_address=server.url)
+    resp = Application.call(**call, rag_options={"pipeline_ids": [phones["kb"]]})
+    assert resp.status_code == 200 and "Zephyr Z9" in server.upstream.last("fake-echo")["messages"][0]["content"]
+    resp = Application.call(**call, rag_options={"pipeline_ids": [phones["kb"]], "file_ids": [phones["file"]], "metadata_filter": {"brand": "百炼"}, "tags": ["手机"]})
+    assert resp.status_code == 200 and "Zephyr Z9" in server.upstream.last("fake-echo")["messages"][0]["content"]
+    table = tmp_path / "价格表.csv"
+    table.write_text("型号,价格\nZephyr Z9,2499\nAce Ultra,3999\nFlex Fold+,9999\n", encoding="utf-8")
+    skb = server.cli("kb", "create", "价格表", "--structured")
+    server.cli("kb", "add", skb, str(table), "--wait")
+    resp = Application.call(**{**call, "prompt": "手机价格"}, rag_options={"pipeline_ids": [skb], "structured_filter": {"型号": "Ace Ultra"}})
+    system = server.upstream.last("fake-echo")["messages"][0]["content"]
+    assert resp.status_code == 200 and "型号: Ace Ultra; 价格: 3999" in system and "Zephyr" not in system

@@ -16,7 +16,7 @@ from bailu.knowledge.embedders import default_embedder_name
 from bailu.knowledge.ingest import run_job
 from bailu.knowledge.parsing import SUPPORTED, file_type
 from bailu.knowledge.retrieval import Retriever
-from bailu.knowledge.service import add_files
+from bailu.knowledge.service import add_files, delete_chunk, edit_chunk
 from bailu.store.db import Database
 from bailu.store.tables import KbFile, KnowledgeBase
 
@@ -142,6 +142,54 @@ def register(main: click.Group, store_options: Any, open_store: Any, workspace_i
             with db.read() as s:
                 for f in kb_store.list_files(s, target.id):
                     click.echo(f"{f.id}\t{f.status}\t{f.index_status}\t{f.name}\t{f.message}")
+
+    @kb.command("chunks")
+    @click.argument("kb_ref", metavar="KB")
+    @click.option("--file", "file_id", help="Only this file's chunks.")
+    @click.option("--workspace", help="Workspace id or name.")
+    @store_options
+    def kb_chunks(kb_ref: str, file_id: str | None, workspace: str | None, data_dir: str | None, config_file: str | None) -> None:
+        """List chunks: id, file, enabled, title, text."""
+        from sqlalchemy import select
+
+        from bailu.store.tables import KbChunk
+
+        with open_store(data_dir, config_file) as (_, db):
+            ws = workspace_id(db, workspace)
+            target = _kb(db, ws, kb_ref)
+            q = select(KbChunk).where(KbChunk.kb_id == target.id)
+            if file_id:
+                q = q.where(KbChunk.file_id == file_id)
+            with db.read() as s:
+                for c in s.scalars(q.order_by(KbChunk.file_id, KbChunk.seq)):
+                    click.echo(f"{c.id}\t{c.file_id}\t{'on' if c.enabled else 'off'}\t{c.title}\t{c.text[:80]!r}")
+
+    @kb.command("chunk-update")
+    @click.argument("chunk_id", type=int)
+    @click.option("--text", help="New text (re-embedded).")
+    @click.option("--title", help="New title.")
+    @click.option("--enable/--disable", "enabled", default=None, help="Take part in retrieval or not.")
+    @click.option("--workspace", help="Workspace id or name.")
+    @store_options
+    def kb_chunk_update(chunk_id: int, text: str | None, title: str | None, enabled: bool | None, workspace: str | None, data_dir: str | None, config_file: str | None) -> None:
+        with open_store(data_dir, config_file) as (_, db):
+            ws = workspace_id(db, workspace)
+            with db.write() as s:
+                if edit_chunk(s, ws, chunk_id, text=text, title=title, enabled=enabled) is None:
+                    raise click.ClickException(f"no chunk {chunk_id} in workspace {ws}")
+            click.echo(chunk_id)
+
+    @kb.command("chunk-delete")
+    @click.argument("chunk_id", type=int)
+    @click.option("--workspace", help="Workspace id or name.")
+    @store_options
+    def kb_chunk_delete(chunk_id: int, workspace: str | None, data_dir: str | None, config_file: str | None) -> None:
+        with open_store(data_dir, config_file) as (_, db):
+            ws = workspace_id(db, workspace)
+            with db.write() as s:
+                if not delete_chunk(s, ws, chunk_id):
+                    raise click.ClickException(f"no chunk {chunk_id} in workspace {ws}")
+            click.echo(chunk_id)
 
     @kb.command("delete-file")
     @click.argument("file_id")

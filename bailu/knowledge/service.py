@@ -15,7 +15,8 @@ from bailu.errors import InvalidParameter
 from bailu.knowledge import store as kb_store
 from bailu.knowledge.retrieval import Filters, Hit, Retriever
 from bailu.store.db import Database
-from bailu.store.tables import KnowledgeBase
+from bailu.knowledge.embedders import get_embedder
+from bailu.store.tables import KbChunk, KnowledgeBase
 
 
 def add_files(
@@ -31,6 +32,36 @@ def add_files(
             ids.append(row.id)
         job = kb_store.create_job(s, kb, ids)
     return job.id, ids
+
+
+def edit_chunk(s: Session, workspace_id: str, chunk_id: int, *, text: str | None = None, title: str | None = None, enabled: bool | None = None) -> KbChunk | None:
+    """Change a chunk's text (re-embedded), title, or whether it takes part in retrieval."""
+    c = s.get(KbChunk, chunk_id)
+    if c is None or kb_store.get_kb(s, workspace_id, c.kb_id) is None:
+        return None
+    if text is not None:
+        c.text = text
+    if title is not None:
+        c.title = title
+    if text is not None or title is not None:
+        kb = s.get(KnowledgeBase, c.kb_id)
+        embedder = get_embedder(kb.embedder) if kb is not None else None
+        if embedder is not None:
+            c.vector = embedder.embed([f"{c.title}\n{c.text}"])[0].astype("float32").tobytes()
+    if enabled is not None:
+        c.enabled = enabled
+    kb_store.bump_revision(s, c.kb_id)
+    s.flush()
+    return c
+
+
+def delete_chunk(s: Session, workspace_id: str, chunk_id: int) -> bool:
+    c = s.get(KbChunk, chunk_id)
+    if c is None or kb_store.get_kb(s, workspace_id, c.kb_id) is None:
+        return False
+    kb_store.bump_revision(s, c.kb_id)
+    s.delete(c)
+    return True
 
 
 class Knowledge:

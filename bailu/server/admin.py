@@ -21,7 +21,7 @@ from bailu.knowledge import store as kb_store
 from bailu.knowledge.chunking import DEFAULT_CHUNK_SIZE, DEFAULT_OVERLAP, check_sizes
 from bailu.knowledge.embedders import default_embedder_name
 from bailu.knowledge.retrieval import Filters
-from bailu.knowledge.service import add_files
+from bailu.knowledge.service import add_files, delete_chunk, edit_chunk
 from bailu.runner import Runner, bearer_token
 from bailu.store import workspaces as ws_repo
 from bailu.store.tables import KbChunk, KbFile, KbJob, KnowledgeBase
@@ -214,44 +214,19 @@ def list_chunks(request: Request, ws: Workspace, kb_id: str, file_id: str | None
         return {"chunks": [chunk_json(c) for c in rows]}
 
 
-def _chunk(s: Any, ws: str, chunk_id: int) -> KbChunk:
-    c = s.get(KbChunk, chunk_id)
-    if c is None or kb_store.get_kb(s, ws, c.kb_id) is None:
-        raise NotFound(f"No chunk {chunk_id} in this workspace.")
-    return c  # type: ignore[no-any-return]
-
-
 @router.patch("/chunks/{chunk_id}")
 def update_chunk(request: Request, ws: Workspace, chunk_id: int, body: ChunkUpdate) -> dict[str, Any]:
-    """Edit a chunk's text or title, or take it out of retrieval (``enabled: false``)."""
+    """Edit a chunk's text or title (it is re-embedded), or take it out of retrieval (``enabled: false``)."""
     with _runner(request).db.write() as s:
-        c = _chunk(s, ws, chunk_id)
-        if body.text is not None:
-            c.text = body.text
-            _reembed(s, c)
-        if body.title is not None:
-            c.title = body.title
-        if body.enabled is not None:
-            c.enabled = body.enabled
-        kb_store.bump_revision(s, c.kb_id)
-        s.flush()
+        c = edit_chunk(s, ws, chunk_id, text=body.text, title=body.title, enabled=body.enabled)
+        if c is None:
+            raise NotFound(f"No chunk {chunk_id} in this workspace.")
         return chunk_json(c)
 
 
 @router.delete("/chunks/{chunk_id}")
-def delete_chunk(request: Request, ws: Workspace, chunk_id: int) -> dict[str, Any]:
+def remove_chunk(request: Request, ws: Workspace, chunk_id: int) -> dict[str, Any]:
     with _runner(request).db.write() as s:
-        c = _chunk(s, ws, chunk_id)
-        kb_id = c.kb_id
-        s.delete(c)
-        kb_store.bump_revision(s, kb_id)
+        if not delete_chunk(s, ws, chunk_id):
+            raise NotFound(f"No chunk {chunk_id} in this workspace.")
     return {"id": chunk_id, "deleted": True}
-
-
-def _reembed(s: Any, c: KbChunk) -> None:
-    from bailu.knowledge.embedders import get_embedder
-
-    kb = s.get(KnowledgeBase, c.kb_id)
-    embedder = get_embedder(kb.embedder)
-    if embedder is not None:
-        c.vector = embedder.embed([f"{c.title}\n{c.text}"])[0].astype("float32").tobytes()
