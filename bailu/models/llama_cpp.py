@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import os
+import sys
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -55,6 +56,12 @@ def _close_loaded() -> None:
         if close is not None:
             close()
     _LOADED.clear()
+    # llama-cpp-python opens /dev/null twice at import and never closes it
+    utils = sys.modules.get("llama_cpp._utils")
+    for name in ("outnull_file", "errnull_file"):
+        f = getattr(utils, name, None)
+        if f is not None and not f.closed:
+            f.close()
 
 
 class _End:
