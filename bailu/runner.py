@@ -67,9 +67,19 @@ class Runner:
         return await anyio.to_thread.run_sync(fn, *args)
 
     async def prepare(self, call: AppCall, authorization: str | None) -> Prepared:
-        return await self._db(self._prepare, call, authorization)
+        spec, workspace_id, session_id, history = await self._db(self._resolve, call, authorization)
+        hits: list[Hit] | None = None
+        if self.knowledge.wanted(spec, call):
+            # retrieval is CPU work (BM25, embedding the query): never on the event loop
+            hits = await anyio.to_thread.run_sync(self._retrieve, workspace_id, spec, call)
+        show_sources = bool(spec.knowledge and spec.knowledge.show_sources)
+        context = context_prompt(hits, show_sources) if hits is not None else None
+        request = build_request(spec, call, history, context)
+        return Prepared(call=call, workspace_id=workspace_id, spec=spec, session_id=session_id, request=request,
+                        hits=hits, show_sources=show_sources)
 
-    def _prepare(self, call: AppCall, authorization: str | None) -> Prepared:
+    def _resolve(self, call: AppCall, authorization: str | None) -> tuple[AppSpec, str, str, list[Message]]:
+        """Key, workspace, published app and session history, in one read."""
         with self.db.read() as s:
             workspace_id = self.workspace_for(s, authorization, call.workspace)
             published = app_repo.latest_published(s, workspace_id, call.app_id)
@@ -84,12 +94,11 @@ class Runner:
                 history = self.sessions.history(s, workspace_id, call.app_id, session_id)
             else:
                 session_id = ids.session_id()
-            hits = self.knowledge.retrieve_for(s, workspace_id, spec, call)
-        show_sources = bool(spec.knowledge and spec.knowledge.show_sources)
-        context = context_prompt(hits, show_sources) if hits is not None else None
-        request = build_request(spec, call, history, context)
-        return Prepared(call=call, workspace_id=workspace_id, spec=spec, session_id=session_id, request=request,
-                        hits=hits, show_sources=show_sources)
+        return spec, workspace_id, session_id, history
+
+    def _retrieve(self, workspace_id: str, spec: AppSpec, call: AppCall) -> list[Hit] | None:
+        with self.db.read() as s:
+            return self.knowledge.retrieve_for(s, workspace_id, spec, call)
 
     def _spec(self, published: app_repo.PublishedApp) -> AppSpec:
         """Parsed specs by (app, version); versions are immutable, so this never goes stale."""

@@ -68,6 +68,15 @@ class Knowledge:
     def __init__(self) -> None:
         self.retriever = Retriever()
 
+    @staticmethod
+    def wanted(spec: AppSpec, call: AppCall) -> bool:
+        """Whether this call involves knowledge bases (or rag_options that must be checked)."""
+        rag = call.rag
+        return bool(
+            (spec.knowledge and spec.knowledge.pipeline_ids)
+            or rag.pipeline_ids is not None or rag.file_ids or rag.metadata_filter or rag.structured_filter
+        )
+
     def retrieve_for(self, s: Session, workspace_id: str, spec: AppSpec, call: AppCall) -> list[Hit] | None:
         """The chunks for this call, or None when it uses no knowledge base.
 
