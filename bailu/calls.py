@@ -78,7 +78,7 @@ def parse_app_call(app_id: str, body: bytes, headers: dict[str, str], request_id
         raise AccessDenied("Current user api does not support asynchronous calls.")
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise InvalidParameter("Required body invalid, please check the request body format.") from None
     if not isinstance(data, dict):
         raise InvalidParameter("Required body invalid, please check the request body format.")

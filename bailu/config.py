@@ -120,6 +120,8 @@ def load_settings(
         models[DEFAULT_MODEL] = ModelConfig(name=DEFAULT_MODEL, provider="llama-cpp")
 
     sess = raw.get("sessions") or {}
+    if int(sess.get("ttl_seconds", 3600)) < 1 or int(sess.get("max_turns", 50)) < 1:
+        raise ConfigError("[sessions] ttl_seconds and max_turns must be at least 1")
     server = raw.get("server") or {}
     db_url = os.environ.get("BAILU_DATABASE_URL") or raw.get("database_url") or f"sqlite:///{(ddir / 'bailu.db').resolve()}"
     return Settings(

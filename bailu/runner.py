@@ -61,8 +61,10 @@ class Runner:
     async def _db(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a storage call. SQLite work is local and sub-millisecond: it runs inline,
         because a thread hop per call costs more than the query (GIL hand-offs measured
-        in bench/overhead.py). PostgreSQL work waits on the network: it runs in a thread."""
-        if self.db.is_sqlite:
+        in bench/overhead.py) — unless another thread (the indexing worker) is writing,
+        so the event loop never waits for it. PostgreSQL work waits on the network: it
+        always runs in a thread."""
+        if self.db.is_sqlite and not self.db.writer_busy():
             return fn(*args)
         return await anyio.to_thread.run_sync(fn, *args)
 

@@ -45,6 +45,10 @@ fail_after = 3
 provider = "scripted"
 reply = "根据资料，推荐百炼 Zephyr Z9<ref>[1]</ref>，它轻薄便携<ref>[7]</ref>。"
 
+[models.linebreaks]
+provider = "scripted"
+reply = "line\u2028separated\u0085text"
+
 [models.no-weights]
 provider = "llama-cpp"
 model_path = "/nonexistent/model.gguf"

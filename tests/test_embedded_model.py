@@ -218,3 +218,17 @@ def test_bailu_call_out_of_the_box(server: BailuServer, demo: dict[str, str]) ->
     out = bailu("call", demo["app_id"], "Say hello.", "--url", server.url, "--api-key", demo["api_key"],
                 "--workspace", demo["workspace_id"], "--stream")
     assert out.stdout.strip()
+
+
+@needs_model
+async def test_long_history_is_trimmed_and_too_long_input_is_a_400(weights: Path) -> None:
+    from bailu.errors import InvalidParameter
+
+    small = LlamaCppChatModel(ModelConfig(name="tiny", provider="llama-cpp", options={"model_path": str(weights), "n_ctx": 512}))
+    history = []
+    for i in range(30):
+        history += [{"role": "user", "content": f"Question number {i} about tea history?"}, {"role": "assistant", "content": "Tea began in China long ago. " * 3}]
+    text, chunks = await collect(small, ChatRequest(messages=[*history, {"role": "user", "content": "Say OK."}], max_tokens=4, temperature=0))
+    assert text and chunks[-1].usage.input_tokens < 512
+    with pytest.raises(InvalidParameter, match="too long"):
+        await collect(small, ChatRequest(messages=[{"role": "user", "content": "tea " * 2000}], max_tokens=4))

@@ -31,6 +31,7 @@ def check(resp: httpx.Response, status: int, code: str, message: str | None = No
     [
         (b"{not json", "InvalidParameter", "Required body invalid"),
         (b"[1, 2]", "InvalidParameter", "Required body invalid"),
+        (b"[" * 100_000, "InvalidParameter", "Required body invalid"),
         ({"parameters": {}}, "BadRequest.EmptyInput", "Required input parameter missing"),
         ({"input": "hello"}, "BadRequest.IllegalInput", "requires json format"),
         ({"input": {}}, "InvalidParameter", 'Either "prompt" or "messages" must exist'),
@@ -60,6 +61,10 @@ def check(resp: httpx.Response, status: int, code: str, message: str | None = No
 def test_bad_requests(server: BailuServer, app_id: str, body: object, code: str, message: str) -> None:
     for stream in (False, True):
         check(server.post(app_id, body, stream=stream), 400, code, message)
+
+
+def test_oversized_body_is_refused(server: BailuServer, app_id: str) -> None:
+    check(server.post(app_id, b'{"input": {"prompt": "' + b"x" * (17 * 1024 * 1024) + b'"}}'), 400, "InvalidParameter", "larger than 16 MB")
 
 
 def test_auth_failures(server: BailuServer, app_id: str) -> None:

@@ -98,3 +98,9 @@ def test_stream_error_raises(client: dashscope.Client, server: BailuServer) -> N
             got.append(f.text or "")
     assert "ModelServiceFailed" in repr(exc.value) or "model service" in str(exc.value).lower()
     assert "".join(got) == "this answer will"
+
+
+def test_unicode_line_separators_survive_the_stream(client: dashscope.Client, server: BailuServer) -> None:
+    app = server.app(model="linebreaks")
+    frames = list(client.apps.completions.create(app_id=app, prompt="x", stream=True, incremental_output=True))
+    assert "".join(f.text or "" for f in frames) == "line\u2028separated\u0085text"

@@ -18,7 +18,7 @@ from bailu.knowledge.parsing import SUPPORTED, file_type
 from bailu.knowledge.retrieval import Retriever
 from bailu.knowledge.service import add_files, delete_chunk, edit_chunk
 from bailu.store.db import Database
-from bailu.store.tables import KbFile, KnowledgeBase
+from bailu.store.tables import KbFile, KbJob, KnowledgeBase
 
 FINAL = {"FINISH", "INSERT_ERROR"}
 
@@ -92,13 +92,18 @@ def register(main: click.Group, store_options: Any, open_store: Any, workspace_i
             while True:
                 with db.read() as s:
                     rows = [s.get(KbFile, i) for i in ids]
-                finished = {r.id for r in rows if r is not None and r.index_status in FINAL}
+                    job = s.get(KbJob, job_id)
+                # finished, or deleted meanwhile
+                finished = {i for i, r in zip(ids, rows, strict=True) if r is None or r.index_status in FINAL}
                 bar.update(len(finished - done))
                 done |= finished
-                if len(done) == len(ids):
+                if len(done) == len(ids) or job is None or job.status in ("COMPLETED", "FAILED"):
                     break
                 time.sleep(0.2)
-        return [f"{r.name}: {r.message}" for r in rows if r is not None and r.index_status == "INSERT_ERROR"]
+        failed = [f"{r.name}: {r.message}" for r in rows if r is not None and r.index_status == "INSERT_ERROR"]
+        if job is not None and job.status == "FAILED":
+            failed.append(f"the indexing job failed: {job.message}")
+        return failed
 
     @kb.command("retrieve")
     @click.argument("kb_ref", metavar="KB")

@@ -13,6 +13,7 @@ replaced, never duplicated. A corrupt or unsupported file fails alone, with its 
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from bailu.store.tables import KbFile, KbJob, KnowledgeBase
 from bailu.store.workspaces import now
 
 log = logging.getLogger("bailu.knowledge")
+HEARTBEAT_SECONDS = 10.0  # well under kb_store.STALE_JOB
 
 
 def run_job(db: Database, data_dir: Path, job_id: str) -> bool:
@@ -39,19 +41,34 @@ def run_job(db: Database, data_dir: Path, job_id: str) -> bool:
         assert job is not None
         kb = s.get(KnowledgeBase, job.kb_id)
         file_ids = list(job.file_ids)
+    beating = threading.Event()
+
+    def heartbeat() -> None:  # proves the job alive while one large file takes long
+        while not beating.wait(HEARTBEAT_SECONDS):
+            with db.write() as s:
+                s.execute(update(KbJob).where(KbJob.id == job_id, KbJob.status == "RUNNING").values(heartbeat_at=now()))
+
+    beat = threading.Thread(target=heartbeat, name=f"job-{job_id[:8]}", daemon=True)
+    beat.start()
     try:
         if kb is None:
             raise RuntimeError("the knowledge base was deleted")
         for file_id in file_ids:
-            _index_file(db, data_dir, kb, file_id)
-            with db.write() as s:
-                s.execute(update(KbJob).where(KbJob.id == job_id).values(heartbeat_at=now()))
+            try:
+                _index_file(db, data_dir, kb, file_id)
+            except Exception:  # noqa: BLE001 - one file's failure is that file's, not the job's
+                log.exception("job %s: indexing file %s failed", job_id, file_id)
+                with db.write() as s:
+                    kb_store.set_file_status(s, file_id, index_status="INSERT_ERROR", message="internal error while indexing this file (see the server log)")
         final, message = "COMPLETED", ""
-    except Exception as exc:  # noqa: BLE001 - the job's own failure is recorded, not raised
+    except Exception:  # noqa: BLE001 - the job's own failure is recorded, not raised
         log.exception("job %s failed", job_id)
-        final, message = "FAILED", f"{type(exc).__name__}: {exc}"
+        final, message = "FAILED", "internal error while running this job (see the server log)"
+    finally:
+        beating.set()
+        beat.join()
     with db.write() as s:
-        s.execute(update(KbJob).where(KbJob.id == job_id).values(status=final, message=message, updated_at=now()))
+        s.execute(update(KbJob).where(KbJob.id == job_id, KbJob.status == "RUNNING").values(status=final, message=message, updated_at=now()))
     return True
 
 
@@ -88,12 +105,12 @@ def _index_file(db: Database, data_dir: Path, kb: KnowledgeBase, file_id: str) -
                 kb_store.set_file_status(s, file_id, index_status="INSERT_ERROR", message="a structured knowledge base takes tables (csv, xlsx)")
             return
         rows = [
-            {"title": name, "text": block.text, "pages": [], "fields": record}
+            {"title": name[:500], "text": block.text, "pages": [], "fields": record}
             for block, record in zip(parsed.blocks, parsed.rows, strict=True)
         ]
     else:
         chunks = chunk_blocks(parsed.blocks, kb.chunk_size, kb.overlap)
-        rows = [{"title": c.title or Path(name).stem, "text": c.text, "pages": list(c.pages), "fields": None} for c in chunks]
+        rows = [{"title": (c.title or Path(name).stem)[:500], "text": c.text, "pages": list(c.pages), "fields": None} for c in chunks]
     if not rows:
         with db.write() as s:
             kb_store.set_file_status(s, file_id, index_status="INSERT_ERROR", message="the file has no text to index")

@@ -7,7 +7,8 @@ revision and the next query rebuilds the snapshot.
 
 Scores: each list (lexical, dense) ranks the candidates; a chunk's fused score is
 ``Σ 1/(60 + rank)`` over the lists it appears in, divided by the best score
-possible, so it lies in (0, 1] and 1 means "first in every list". The similarity
+possible for a chunk of its knowledge base, so it lies in (0, 1] and 1 means
+"first in every list" (results of several knowledge bases compare on one scale). The similarity
 threshold applies to that score.
 """
 
@@ -96,6 +97,7 @@ class Retriever:
 
     def retrieve(self, s: Session, kbs: list[KnowledgeBase], query: str, *, top_k: int = 5, threshold: float = 0.0, filters: Filters = Filters()) -> list[Hit]:
         lists: list[list[tuple[str, int]]] = []
+        lists_per_kb: dict[str, int] = {}
         snaps = {kb.id: self.snapshot(s, kb) for kb in kbs}
         vectors: dict[str, np.ndarray] = {}
         for kb in kbs:
@@ -108,22 +110,23 @@ class Retriever:
             assert snap.lexical is not None
             lex = np.where(keep, snap.lexical.scores(query), 0.0)
             lists.append([(kb.id, int(i)) for i in _top(lex, CANDIDATES) if lex[i] > 0])
+            lists_per_kb[kb.id] = 1
             if snap.vectors is not None:
+                lists_per_kb[kb.id] = 2
                 if snap.embedder not in vectors:
                     embedder = get_embedder(snap.embedder)
                     assert embedder is not None
                     vectors[snap.embedder] = embedder.embed([query])[0]
                 dense = np.where(keep, snap.vectors @ vectors[snap.embedder], -np.inf)
                 lists.append([(kb.id, int(i)) for i in _top(dense, CANDIDATES) if np.isfinite(dense[i])])
-        n_lists = len(lists) or 1
         fused: dict[tuple[str, int], float] = {}
         for ranked in lists:
             for rank, key in enumerate(ranked):
                 fused[key] = fused.get(key, 0.0) + 1.0 / (RRF_K + rank + 1)
-        best = n_lists / (RRF_K + 1)
+        # a chunk can only be in its own knowledge base's lists: normalise by those
+        normed = {key: score * (RRF_K + 1) / lists_per_kb[key[0]] for key, score in fused.items()}
         hits = []
-        for (kb_id, i), score in sorted(fused.items(), key=lambda kv: -kv[1]):
-            norm = score / best
+        for (kb_id, i), norm in sorted(normed.items(), key=lambda kv: -kv[1]):
             if norm < threshold:
                 break
             snap = snaps[kb_id]

@@ -22,15 +22,24 @@ from bailu.store.tables import KbChunk, KnowledgeBase
 def add_files(
     db: Database, data_dir: Path, kb: KnowledgeBase, files: list[tuple[str, bytes]], tags: list[str], meta: dict[str, Any]
 ) -> tuple[str, list[str]]:
-    """Store uploaded files (bytes in ``DATA_DIR/files``) and queue one indexing job for them."""
+    """Store uploaded files (bytes in ``DATA_DIR/files``, written before the rows that name
+    them, outside the transaction) and queue one indexing job for them."""
     (data_dir / "files").mkdir(parents=True, exist_ok=True)
-    ids = []
-    with db.write() as s:
-        for name, data in files:
-            row = kb_store.add_file(s, kb, name, len(data), hashlib.sha256(data).hexdigest(), tags, meta)
-            kb_store.file_path(data_dir, row.id, row.name).write_bytes(data)
-            ids.append(row.id)
-        job = kb_store.create_job(s, kb, ids)
+    ids = [kb_store.new_file_id() for _ in files]
+    written = []
+    try:
+        for file_id, (name, data) in zip(ids, files, strict=True):
+            path = kb_store.file_path(data_dir, file_id, name)
+            path.write_bytes(data)
+            written.append(path)
+        with db.write() as s:
+            for file_id, (name, data) in zip(ids, files, strict=True):
+                kb_store.add_file(s, kb, name, len(data), hashlib.sha256(data).hexdigest(), tags, meta, file_id=file_id)
+            job = kb_store.create_job(s, kb, ids)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
     return job.id, ids
 
 

@@ -34,7 +34,10 @@ def new_file_id() -> str:
 
 
 def file_path(data_dir: Path, file_id: str, name: str) -> Path:
-    return data_dir / "files" / f"{file_id}{Path(name).suffix.lower()}"
+    """Where an upload's bytes live: named by its id; the suffix only if it is a plain one."""
+    suffix = Path(name).suffix.lower()
+    safe = suffix if suffix[1:].isalnum() and len(suffix) <= 9 else ""
+    return data_dir / "files" / f"{file_id}{safe}"
 
 
 def create_kb(s: Session, workspace_id: str, name: str, *, chunk_size: int, overlap: int, structured: bool, embedder: str, description: str = "") -> KnowledgeBase:
@@ -64,10 +67,10 @@ def list_kbs(s: Session, workspace_id: str) -> list[KnowledgeBase]:
     return list(s.scalars(select(KnowledgeBase).where(KnowledgeBase.workspace_id == workspace_id).order_by(KnowledgeBase.created_at)))
 
 
-def add_file(s: Session, kb: KnowledgeBase, name: str, size: int, sha256: str, tags: list[str], meta: dict[str, Any]) -> KbFile:
+def add_file(s: Session, kb: KnowledgeBase, name: str, size: int, sha256: str, tags: list[str], meta: dict[str, Any], *, file_id: str | None = None) -> KbFile:
     ts = now()
     f = KbFile(
-        id=new_file_id(), workspace_id=kb.workspace_id, kb_id=kb.id, name=name, file_type=Path(name).suffix.lower().lstrip("."),
+        id=file_id or new_file_id(), workspace_id=kb.workspace_id, kb_id=kb.id, name=name[:300], file_type=Path(name).suffix.lower().lstrip(".")[:16],
         size=size, sha256=sha256, tags=tags, meta=meta, status="INIT", index_status="RUNNING", message="",
         created_at=ts, updated_at=ts,
     )
@@ -108,7 +111,7 @@ def replace_chunks(s: Session, kb_id: str, file_id: str, rows: Sequence[dict[str
 
 
 def delete_file(s: Session, f: KbFile) -> None:
-    """The file, its chunks (from every index) and its bytes."""
+    """The file and its chunks, from every index (the caller removes the bytes)."""
     s.execute(delete(KbChunk).where(KbChunk.file_id == f.id))
     bump_revision(s, f.kb_id)
     s.delete(f)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import logging
 import os
 import sys
 import threading
@@ -36,11 +37,12 @@ from typing import Any
 import anyio.to_thread
 
 from bailu.config import ModelConfig
-from bailu.errors import BailuError, ModelServingError, ModelUnavailable, RequestTimeOut
+from bailu.errors import BailuError, InvalidParameter, ModelServingError, ModelUnavailable, RequestTimeOut
 from bailu.models import ChatChunk, ChatRequest, TokenUsage
 from bailu.models.embedded import INSTALL_HINT, ensure_model_file
 
 DEFAULT_SYSTEM = "You are a helpful assistant."
+log = logging.getLogger("bailu.models")
 
 #: loaded models, one per (file, context size, threads) per process, each with the lock
 #: its worker threads hold while generating (a llama.cpp context is not thread-safe)
@@ -107,7 +109,7 @@ class LlamaCppChatModel:
                 ) from None
             path = Path(self.model_path) if self.model_path else ensure_model_file()
             if not path.is_file():
-                raise ModelUnavailable(f"Model '{self.name}': no model file at {path}.")
+                raise ModelUnavailable(f"Model '{self.name}': its model file is missing (see model_path in the server config).")
             key = (str(path.resolve()), self.n_ctx, self.n_threads)
             if key not in _LOADED:
                 llm = llama_cpp.Llama(model_path=key[0], n_ctx=self.n_ctx, n_threads=self.n_threads, verbose=False)
@@ -140,6 +142,20 @@ class LlamaCppChatModel:
             if key in request.extra:
                 kw[key] = request.extra[key]
         return kw
+
+    def _fit(self, llm: Any, messages: list[dict[str, str]], max_tokens: int | None) -> list[dict[str, str]]:
+        """Drop the oldest turns (never the system message or the last message) until the
+        prompt leaves room for the answer in the context window."""
+        budget = self.n_ctx - (max_tokens or min(512, self.n_ctx // 4))
+
+        def size(m: dict[str, str]) -> int:
+            return len(llm.tokenize(m["content"].encode("utf-8"), add_bos=False, special=False)) + 8  # + template tokens
+
+        sizes = [size(m) for m in messages]
+        first = 1 if messages and messages[0]["role"] == "system" else 0
+        while sum(sizes) > budget and len(messages) - first > 1:
+            del messages[first], sizes[first]
+        return messages
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
         if self._turn is None:
@@ -175,6 +191,11 @@ class LlamaCppChatModel:
                 try:
                     with busy:
                         put(generate_locked())
+                except ValueError as exc:  # llama-cpp-python: "Requested tokens … exceed context window"
+                    if "context window" not in str(exc):
+                        put(exc)
+                    else:
+                        put(InvalidParameter(f"The input is too long for model '{self.name}' ({self.n_ctx} tokens of context)."))
                 except BaseException as exc:  # noqa: BLE001 - handed to the event loop
                     put(exc)
 
@@ -182,6 +203,7 @@ class LlamaCppChatModel:
                 n_in = -1
                 n_out = 0
                 finish = "stop"
+                kwargs["messages"] = self._fit(llm, kwargs["messages"], kwargs.get("max_tokens"))
                 chunks = llm.create_chat_completion(**kwargs)
                 try:
                     for chunk in chunks:
@@ -218,7 +240,8 @@ class LlamaCppChatModel:
                     if isinstance(item, BailuError):
                         raise item
                     if isinstance(item, BaseException):
-                        raise ModelUnavailable(f"Model '{self.name}' failed: {type(item).__name__}: {item}") from item
+                        log.error("model %s failed", self.name, exc_info=item)
+                        raise ModelUnavailable(f"Model '{self.name}' failed while generating.") from item
                     yield item
             finally:
                 stop.set()

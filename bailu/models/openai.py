@@ -80,7 +80,7 @@ class OpenAIChatModel:
         n_chunks = 0
         usage: TokenUsage | None = None
         finish: str | None = None
-        async for line in resp.aiter_lines():
+        async for line in _lines(resp):
             if not line.startswith("data:"):
                 continue
             data = line[5:].strip()
@@ -120,6 +120,18 @@ class OpenAIChatModel:
 
     async def aclose(self) -> None:
         await self.client.aclose()
+
+
+async def _lines(resp: httpx.Response) -> AsyncIterator[str]:
+    """SSE lines split on newlines only (not on U+2028 and friends, as ``aiter_lines`` does)."""
+    buf = ""
+    async for text in resp.aiter_text():
+        buf += text
+        *lines, buf = buf.split("\n")
+        for line in lines:
+            yield line.rstrip("\r")
+    if buf:
+        yield buf
 
 
 def _json_or_none(raw: bytes) -> Any:

@@ -27,6 +27,8 @@ from bailu.store import workspaces as ws_repo
 from bailu.store.tables import KbChunk, KbFile, KbJob, KnowledgeBase
 
 router = APIRouter(prefix="/api/v1/admin", tags=["knowledge"])
+MAX_FILES = 100
+MAX_FILE_BYTES = 100 * 1024 * 1024  # Bailian's limit for documents
 
 
 class KbCreate(BaseModel):
@@ -140,7 +142,14 @@ async def upload(
         meta = None
     if not isinstance(meta, dict):
         raise InvalidParameter("metadata must be a JSON object.")
-    uploads = [(f.filename or "upload.txt", await f.read()) for f in files]
+    if len(files) > MAX_FILES:
+        raise InvalidParameter(f"At most {MAX_FILES} files per upload.")
+    uploads = []
+    for f in files:
+        data = await f.read(MAX_FILE_BYTES + 1)
+        if len(data) > MAX_FILE_BYTES:
+            raise InvalidParameter(f"{f.filename}: larger than {MAX_FILE_BYTES // (1024 * 1024)} MB.", code="DataCenter.FileTooLarge")
+        uploads.append((f.filename or "upload.txt", data))
     runner = _runner(request)
     tag_list = [t.strip() for t in tags.split(",") if t.strip()]
     job_id, ids = await anyio.to_thread.run_sync(lambda: add_files(runner.db, runner.settings.data_dir, kb, uploads, tag_list, meta))

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from bailu import __version__, ids
 from bailu.calls import parse_app_call
 from bailu.config import Settings
+from bailu.errors import InvalidParameter
 from bailu.models import ModelRegistry
 from bailu.runner import Prepared, Runner
 from bailu.server import admin
@@ -31,6 +32,10 @@ T = TypeVar("T")
 #: a stream that stays silent this long gets a ``:keepalive`` comment frame
 KEEPALIVE_SECONDS = 15.0
 _END = object()
+
+
+class _Silence(Exception):
+    """No event for ``KEEPALIVE_SECONDS``: time for a keepalive comment."""
 
 
 class ClientGone(Exception):
@@ -67,10 +72,14 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
     async def completion(app_id: str, request: Request) -> Response:
         rid = ids.request_id()
         request.state.request_id = rid
-        call = parse_app_call(app_id, await request.body(), request.headers, rid)  # type: ignore[arg-type]
+        call = parse_app_call(app_id, await _body(request), request.headers, rid)  # type: ignore[arg-type]
         prepared = await runner.prepare(call, request.headers.get("authorization"))
         if call.stream:
-            return await _stream(request, runner, prepared)
+            try:
+                return await _stream(request, runner, prepared)
+            except ClientGone:
+                log.info("request %s: client disconnected before the first frame", rid)
+                return Response(status_code=499)
         enc = DashScopeEncoder(rid, prepared.session_id, incremental=False)
 
         async def collect() -> None:
@@ -90,20 +99,44 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
     return app
 
 
+#: the largest request body accepted on the completion route
+MAX_BODY = 16 * 1024 * 1024
+
+
+async def _body(request: Request) -> bytes:
+    """The request body, refused past ``MAX_BODY`` without reading the rest."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > MAX_BODY:
+        raise InvalidParameter(f"The request body is larger than {MAX_BODY // (1024 * 1024)} MB.")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise InvalidParameter(f"The request body is larger than {MAX_BODY // (1024 * 1024)} MB.")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def _index_worker(db: Database, settings: Settings, every: float = 1.0) -> None:
-    """Runs knowledge-base indexing jobs in this process, one at a time, off the event loop.
-    Jobs left RUNNING by a crashed process resume (bailu.knowledge.ingest)."""
+    """Runs knowledge-base indexing jobs in this process, one at a time, off the event loop;
+    jobs left RUNNING by a crashed process resume (bailu.knowledge.ingest). Every ten
+    minutes it also deletes expired sessions."""
     import anyio.to_thread
 
     from bailu.knowledge.ingest import run_pending
 
-    recover = True
+    from bailu.sessions.store import purge_expired
+
+    passes = 0
     while True:
+        recover = passes % 30 == 0  # look for crashed jobs at start and every 30 passes
         try:
             await anyio.to_thread.run_sync(lambda: run_pending(db, settings.data_dir, recover=recover))
-            recover = False
+            if passes % 600 == 0:
+                await anyio.to_thread.run_sync(purge_expired, db, settings.sessions.ttl_seconds)
         except Exception:  # noqa: BLE001 - keep the worker alive; the job records its own failure
-            log.exception("indexing worker")
+            log.exception("background worker")
+        passes += 1
         await asyncio.sleep(every)
 
 
@@ -144,10 +177,14 @@ async def _stream(request: Request, runner: Runner, prepared: Prepared) -> Respo
 
     task = asyncio.ensure_future(pump())
 
-    async def next_payload() -> dict[str, Any] | object:
-        """The next frame payload, ``_END``, or raises the run's error."""
+    async def next_payload(keepalive: bool = True) -> dict[str, Any] | object:
+        """The next frame payload, ``_END``, or raises the run's error (or ``_Silence``
+        when nothing came for ``KEEPALIVE_SECONDS``)."""
         while True:
-            item = await queue.get()
+            try:
+                item = await asyncio.wait_for(queue.get(), KEEPALIVE_SECONDS) if keepalive else await queue.get()
+            except TimeoutError:
+                raise _Silence() from None
             if item is _END:
                 return _END
             if isinstance(item, BaseException):
@@ -157,7 +194,7 @@ async def _stream(request: Request, runner: Runner, prepared: Prepared) -> Respo
                 return payload
 
     try:
-        first = await _unless_disconnected(request, next_payload())
+        first = await _unless_disconnected(request, next_payload(keepalive=False))
     except BaseException:
         task.cancel()
         raise
@@ -170,9 +207,8 @@ async def _stream(request: Request, runner: Runner, prepared: Prepared) -> Respo
                 return
             while True:
                 try:
-                    async with asyncio.timeout(KEEPALIVE_SECONDS):
-                        payload = await next_payload()
-                except TimeoutError:
+                    payload = await next_payload()
+                except _Silence:
                     yield KEEPALIVE
                     continue
                 except Exception as exc:  # noqa: BLE001 - reported in-band

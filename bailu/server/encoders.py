@@ -15,8 +15,13 @@ from bailu.errors import BailuError
 from bailu.events import DocReferences, Event, Finished, TextDelta, Thought, Usage
 
 
+_LINE_BREAKS = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"})
+
+
 def dumps(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    """Single-line JSON, raw UTF-8, except the characters some SSE readers (httpx's
+    ``iter_lines``, used by the v2 SDK) treat as line breaks: those are escaped."""
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).translate(_LINE_BREAKS)
 
 
 class DashScopeEncoder:

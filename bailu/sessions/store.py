@@ -138,6 +138,16 @@ class SessionStore:
                 s.execute(delete(SessionTurn).where(SessionTurn.session_pk == pk, SessionTurn.id < oldest_kept))
 
 
+def purge_expired(db: Database, ttl_seconds: int) -> int:
+    """Delete sessions unused for longer than the TTL (their turns go with them)."""
+    cutoff = now() - timedelta(seconds=ttl_seconds)
+    with db.write() as s:
+        old = select(ChatSession.id).where(ChatSession.last_used_at < cutoff)
+        s.execute(delete(SessionTurn).where(SessionTurn.session_pk.in_(old)))
+        result = s.execute(delete(ChatSession).where(ChatSession.last_used_at < cutoff))
+        return int(result.rowcount)  # type: ignore[attr-defined]
+
+
 def _aware(ts: Any) -> Any:
     """SQLite returns naive datetimes; they were written in UTC."""
     if ts.tzinfo is None:

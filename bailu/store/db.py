@@ -56,6 +56,10 @@ class Database:
         with self._write_lock, self._factory.begin() as session:
             yield session
 
+    def writer_busy(self) -> bool:
+        """Whether another thread of this process is inside a SQLite write transaction."""
+        return self._write_lock is not None and self._write_lock.locked()
+
     def migrate(self, revision: str = "head") -> None:
         with self.engine.begin() as conn:
             cfg = alembic_config()
