@@ -264,6 +264,9 @@ def test_cli_add_wait_and_retrieve_json(server: BailuServer, phones: dict[str, s
     env = {k: v for k, v in server.env.items() if k.startswith("BAILU_")}
     bad = CliRunner().invoke(main, ["kb", "add", phones["kb"], f"{phones['dir']}/broken.pdf", "--wait"], env=env)
     assert bad.exit_code != 0 and "broken.pdf" in bad.output and bad.stdout.strip().startswith("file_")
+    bad_id = bad.stdout.strip().splitlines()[-1]
+    assert server.cli("kb", "delete-file", bad_id) == bad_id
+    assert bad_id not in server.cli_output("kb", "files", phones["kb"])
     hits = json.loads(server.cli_output("kb", "retrieve", phones["kb"], "轻薄便携的手机", "--top-k", "2", "--json"))
     assert len(hits) == 2 and set(hits[0]) == {"doc_id", "doc_name", "title", "text", "score"}
     assert "Zephyr Z9" in hits[0]["text"] and hits[0]["doc_name"] == "百炼系列手机产品介绍.docx"

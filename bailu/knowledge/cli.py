@@ -16,7 +16,8 @@ from bailu.knowledge.embedders import default_embedder_name
 from bailu.knowledge.ingest import run_job
 from bailu.knowledge.parsing import SUPPORTED, file_type
 from bailu.knowledge.retrieval import Retriever
-from bailu.knowledge.service import add_files, delete_chunk, edit_chunk
+from bailu.errors import InvalidParameter
+from bailu.knowledge.service import add_files, delete_chunk, edit_chunk, remove_file
 from bailu.store.db import Database
 from bailu.store.tables import KbFile, KbJob, KnowledgeBase
 
@@ -204,13 +205,10 @@ def register(main: click.Group, store_options: Any, open_store: Any, workspace_i
         """Delete a file and its chunks."""
         with open_store(data_dir, config_file) as (settings, db):
             ws = workspace_id(db, workspace)
-            with db.write() as s:
-                f = kb_store.get_file(s, ws, file_id)
-                if f is None:
-                    raise click.ClickException(f"no file {file_id} in workspace {ws}")
-                if f.status == "PARSING":
-                    raise click.ClickException("Current file status does not support delete.")
-                path = kb_store.file_path(settings.data_dir, f.id, f.name)
-                kb_store.delete_file(s, f)
-            path.unlink(missing_ok=True)
+            try:
+                found = remove_file(db, settings.data_dir, ws, file_id)
+            except InvalidParameter as exc:
+                raise click.ClickException(exc.message) from None
+            if not found:
+                raise click.ClickException(f"no file {file_id} in workspace {ws}")
             click.echo(file_id)

@@ -43,6 +43,21 @@ def add_files(
     return job.id, ids
 
 
+def remove_file(db: Database, data_dir: Path, workspace_id: str, file_id: str) -> bool:
+    """Delete a file, its chunks (from every index) and its bytes; False if there is no such
+    file in the workspace. A file being parsed cannot be deleted (Bailian's rule)."""
+    with db.write() as s:
+        f = kb_store.get_file(s, workspace_id, file_id)
+        if f is None:
+            return False
+        if f.status == "PARSING":
+            raise InvalidParameter("Current file status does not support delete.")
+        path = kb_store.file_path(data_dir, f.id, f.name)
+        kb_store.delete_file(s, f)
+    path.unlink(missing_ok=True)
+    return True
+
+
 def edit_chunk(s: Session, workspace_id: str, chunk_id: int, *, text: str | None = None, title: str | None = None, enabled: bool | None = None) -> KbChunk | None:
     """Change a chunk's text (re-embedded), title, or whether it takes part in retrieval."""
     c = s.get(KbChunk, chunk_id)

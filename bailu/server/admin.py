@@ -21,7 +21,7 @@ from bailu.knowledge import store as kb_store
 from bailu.knowledge.chunking import DEFAULT_CHUNK_SIZE, DEFAULT_OVERLAP, check_sizes
 from bailu.knowledge.embedders import default_embedder_name
 from bailu.knowledge.retrieval import Filters
-from bailu.knowledge.service import add_files, delete_chunk, edit_chunk
+from bailu.knowledge.service import add_files, delete_chunk, edit_chunk, remove_file
 from bailu.runner import Runner, bearer_token
 from bailu.store import workspaces as ws_repo
 from bailu.store.tables import KbChunk, KbFile, KbJob, KnowledgeBase
@@ -176,15 +176,8 @@ def get_file(request: Request, ws: Workspace, file_id: str) -> dict[str, Any]:
 def delete_file(request: Request, ws: Workspace, file_id: str) -> dict[str, Any]:
     """Delete a file; its chunks leave every index at once."""
     runner = _runner(request)
-    with runner.db.write() as s:
-        f = kb_store.get_file(s, ws, file_id)
-        if f is None:
-            raise NotFound(f"No file '{file_id}' in this workspace.")
-        if f.status == "PARSING":
-            raise InvalidParameter("Current file status does not support delete.")
-        path = kb_store.file_path(runner.settings.data_dir, f.id, f.name)
-        kb_store.delete_file(s, f)
-    path.unlink(missing_ok=True)
+    if not remove_file(runner.db, runner.settings.data_dir, ws, file_id):
+        raise NotFound(f"No file '{file_id}' in this workspace.")
     return {"id": file_id, "deleted": True}
 
 
