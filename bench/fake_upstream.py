@@ -18,6 +18,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+from collections.abc import Callable, Coroutine
+from contextlib import suppress
+from typing import Any
 
 STREAM_MARKER = b"[bench-stream]"
 PROMPT_TOKENS = 12
@@ -121,10 +124,11 @@ def main() -> None:
     a = ap.parse_args()
     if a.host not in ("127.0.0.1", "localhost", "::1"):
         raise SystemExit("the fake upstream binds to loopback only")
-    try:
-        from uvloop import run
-    except ImportError:
-        run = asyncio.run
+    run: Callable[[Coroutine[Any, Any, None]], None] = asyncio.run
+    with suppress(ImportError):
+        import uvloop
+
+        run = uvloop.run
     try:
         run(serve(a.host, a.port, a.chunks, a.stream_chunks, a.stream_delay))
     except KeyboardInterrupt:

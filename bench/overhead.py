@@ -56,7 +56,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from fake_upstream import STREAM_MARKER, expected_text  # noqa: E402
+from fake_upstream import STREAM_MARKER, expected_text
 
 HOST = "127.0.0.1"
 CHUNKS = 5  # content chunks per instant upstream answer
@@ -149,7 +149,7 @@ def pct(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
     s = sorted(values)
-    k = min(len(s) - 1, max(0, int(round(p / 100 * len(s) + 0.5)) - 1))
+    k = min(len(s) - 1, max(0, round(p / 100 * len(s) + 0.5) - 1))
     return s[k] * 1000
 
 
@@ -392,9 +392,9 @@ class Procs:
         self.procs: dict[str, subprocess.Popen] = {}
 
     def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
-        log = open(self.logdir / f"{name}.log", "wb")
-        p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                             cwd=self.logdir)
+        with open(self.logdir / f"{name}.log", "wb") as log:  # the child keeps its own copy of the fd
+            p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                 cwd=self.logdir)
         self.procs[name] = p
         return p
 
@@ -447,7 +447,7 @@ def bailu_cli() -> list[str]:
 
 
 def cli(argv: list[str], env: dict[str, str]) -> str:
-    r = subprocess.run(bailu_cli() + argv, capture_output=True, text=True, timeout=120, env=env)
+    r = subprocess.run(bailu_cli() + argv, capture_output=True, text=True, timeout=120, env=env, check=False)
     if r.returncode != 0:
         raise SystemExit(f"bailu {' '.join(argv)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
     return r.stdout.strip().splitlines()[-1].strip()
@@ -474,7 +474,7 @@ def run_phase(spec: dict[str, Any], watch: dict[str, int], timeout: float) -> di
     """Run one load-generator phase in a fresh process."""
     t0 = time.perf_counter()
     r = subprocess.run([sys.executable, str(Path(__file__).resolve()), "_loadgen", json.dumps({**spec, "watch": watch})],
-                       capture_output=True, text=True, timeout=timeout)
+                       capture_output=True, text=True, timeout=timeout, check=False)
     if r.returncode != 0:
         raise SystemExit(f"load generator failed ({r.returncode}):\n{r.stderr[-3000:]}")
     result = json.loads(r.stdout.strip().splitlines()[-1])
@@ -498,8 +498,19 @@ def versions() -> dict[str, str]:
         with suppress(PackageNotFoundError):
             out[pkg] = version(pkg)
     with suppress(Exception):
-        out["bailu_commit"] = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                                             capture_output=True, text=True, timeout=10).stdout.strip()
+        git = ["git", "-C", str(ROOT)]
+        commit = subprocess.run(git + ["rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                timeout=10, check=False).stdout.strip()
+        dirty = subprocess.run(git + ["status", "--porcelain", "--", "bailu"], capture_output=True, text=True,
+                               timeout=10, check=False).stdout.strip()
+        out["bailu_commit"] = commit + ("+uncommitted changes in bailu/" if dirty else "")
+    with suppress(Exception):
+        import importlib.util
+
+        spec = importlib.util.find_spec("bailu")
+        where = Path(spec.origin).resolve().parent.parent  # type: ignore[union-attr,arg-type]
+        if where != ROOT:  # e.g. PYTHONPATH points at another copy: the commit above says nothing about it
+            out["bailu_commit"] = f"imported from {where}"
     return out
 
 
@@ -583,20 +594,19 @@ def main() -> None:
         auth = {"Authorization": f"Bearer {key}"}
         sse = {"X-DashScope-SSE": "enable", "Accept": "text/event-stream"}
         text_check = json.dumps(expected_text(CHUNKS))[1:-1]  # as it appears inside the JSON body
-        targets = {
-            "upstream": {"port": up_port, "request": build_request("/v1/chat/completions", up_port, oa_body, {}),
-                         "check": "[DONE]"},
-            "baseline": {"port": base_port, "request": build_request(path, base_port, ds_body, {}),
-                         "check": text_check},
-            "bailu": {"port": bailu_port, "request": build_request(path, bailu_port, ds_body, auth),
-                      "check": text_check},
+        # requests travel to the load generator as JSON: bytes as latin-1 text
+        targets: dict[str, dict[str, Any]] = {
+            "upstream": {"port": up_port, "check": "[DONE]",
+                         "request": build_request("/v1/chat/completions", up_port, oa_body, {}).decode("latin-1")},
+            "baseline": {"port": base_port, "check": text_check,
+                         "request": build_request(path, base_port, ds_body, {}).decode("latin-1")},
+            "bailu": {"port": bailu_port, "check": text_check,
+                      "request": build_request(path, bailu_port, ds_body, auth).decode("latin-1")},
         }
         stream_requests = {
-            "baseline": build_request(path, base_port, stream_body, sse),
-            "bailu": build_request(path, bailu_port, stream_body, {**auth, **sse}),
+            "baseline": build_request(path, base_port, stream_body, sse).decode("latin-1"),
+            "bailu": build_request(path, bailu_port, stream_body, {**auth, **sse}).decode("latin-1"),
         }
-        for t in targets.values():
-            t["request"] = t["request"].decode("latin-1")
 
         def say(msg: str) -> None:
             print(msg, file=sys.stderr, flush=True)
@@ -605,7 +615,8 @@ def main() -> None:
 
         phases = set(a.phases.split(","))
         # 1. throughput: the upstream once, then baseline and bailu alternately, --rounds times
-        results["throughput"], rounds = {}, []
+        results["throughput"] = {}
+        rounds: list[dict[str, dict[str, Any]]] = []
         order = [("upstream", 0)] + [(name, i) for i in range(a.rounds) for name in ("baseline", "bailu")]
         for name, i in order if "throughput" in phases else ():
             say(f"throughput: {name}, {a.concurrency} clients, {a.warmup:g}+{a.duration:g} s"
@@ -650,7 +661,7 @@ def main() -> None:
         for name in ("baseline", "bailu") if "streams" in phases else ():
             say(f"streams: {name}, {a.streams} concurrent SSE streams x {a.stream_chunks} chunks")
             spec = {"phase": "streams", "port": targets[name]["port"],
-                    "request": stream_requests[name].decode("latin-1"),
+                    "request": stream_requests[name],
                     "streams": a.streams, "stream_chunks": a.stream_chunks, "timeout": 120}
             results["streams"][name] = run_phase(spec, watch, timeout=240)
             time.sleep(1)
@@ -725,7 +736,7 @@ def report(r: dict[str, Any]) -> None:
                 print(f"  error sample ({name}): {e}")
     noisy = [f"{ph} {name} ({t['other_cpu_s'] / t['window_s']:.0%} of a core)"
              for ph, section in (("throughput", tp), ("latency", lat), ("streams", st)) for name, t in section.items()
-             if t["other_cpu_s"] / max(1e-9, t["window_s"]) > 0.1]
+             if t["other_cpu_s"] > 0.25 and t["other_cpu_s"] / max(1e-9, t["window_s"]) > 0.1]
     if r["background_busy"] > 0.1 or noisy:
         print(f"\nWARNING: other processes used CPU during the run (before: {r['background_busy']:.0%} busy; "
               f"during: {', '.join(noisy) or '-'}); rerun on a quiet machine.")
