@@ -30,9 +30,9 @@ def model(weights: Path) -> LlamaCppChatModel:
 def test_weights_join_and_verify(weights: Path) -> None:
     assert weights.stat().st_size == embedded.FILE_SIZE
     assert embedded.is_ready()
-    t = time.perf_counter()
-    assert embedded.ensure_model_file() == weights  # cached: no re-join, no re-hash
-    assert time.perf_counter() - t < 0.5
+    before = weights.stat().st_mtime_ns
+    assert embedded.ensure_model_file() == weights  # cached: not joined again
+    assert weights.stat().st_mtime_ns == before
     with open(weights, "rb") as f:
         assert f.read(4) == b"GGUF"
 
@@ -132,13 +132,19 @@ async def test_forced_tool_call(model: LlamaCppChatModel) -> None:
 async def test_cancel_stops_generation_and_frees_the_model(model: LlamaCppChatModel) -> None:
     gen = model.stream(ChatRequest(messages=[{"role": "user", "content": "Write a long story about a dragon."}], max_tokens=400))
     first = await gen.__anext__()
-    assert first.text
-    t = time.perf_counter()
+    assert first.text and first.usage is not None
     await gen.aclose()
-    # the next call gets the model as soon as the worker noticed (within a token or two)
+    # the worker stops at the next token and lets go of the model (the wait is only a hang guard)
+    busy = model._busy
+    assert busy is not None
+    assert await asyncio.to_thread(busy.acquire, True, 60)
+    try:
+        generated = model._llm.n_tokens - first.usage.input_tokens
+    finally:
+        busy.release()
+    assert generated <= 5, generated  # not the 400 it was asked for
     text, _ = await collect(model, ChatRequest(messages=[{"role": "user", "content": "Say OK."}], max_tokens=3, temperature=0))
     assert text
-    assert time.perf_counter() - t < 3.0
 
 
 @needs_model
@@ -163,7 +169,7 @@ async def test_event_loop_stays_free_and_queue_is_bounded(weights: Path) -> None
     refused = [r for r in results if isinstance(r, ModelServingError)]
     assert len(ok) == 3 and len(refused) == 1  # one running + two waiting fit; the fourth is told at once
     assert ok[0][0] == ok[1][0] == ok[2][0]  # the same greedy answer, one after the other
-    assert max(gaps) < 0.25, max(gaps)
+    assert max(gaps) < 0.5, max(gaps)  # a blocked loop would stall for a whole generation
     await small.aclose()
 
 

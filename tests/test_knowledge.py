@@ -368,3 +368,22 @@ def test_seeds_s15_s17_rag_options_through_the_sdk(server: BailuServer, phones: 
     resp = Application.call(**{**call, "prompt": "手机价格"}, rag_options={"pipeline_ids": [skb], "structured_filter": {"型号": "Ace Ultra"}})
     system = server.upstream.last("fake-echo")["messages"][0]["content"]
     assert resp.status_code == 200 and "型号: Ace Ultra; 价格: 3999" in system and "Zephyr" not in system
+
+
+def test_chinese_queries_rank_by_the_lexical_list(kb_env) -> None:  # type: ignore[no-untyped-def]
+    """MiniLM cannot tell Chinese passages apart; a mostly-Chinese query is ranked by BM25 alone."""
+    from bailu.knowledge.embedders import DEFAULT_EMBEDDER, default_embedder_name
+
+    if default_embedder_name() != DEFAULT_EMBEDDER:
+        pytest.skip("the MiniLM embedder is not installed")
+    db, ws, data_dir = kb_env
+    with db.write() as s:
+        kb = kb_store.create_kb(s, ws, "zh", chunk_size=120, overlap=0, structured=False, embedder=DEFAULT_EMBEDDER)
+    job, _ = add(db, data_dir, kb, {"phones.docx": phone_docx(), "en.md": b"# Tea\n\nTea was first drunk in China as a medicine."})
+    run_job(db, data_dir, job)
+    with db.read() as s:
+        kb = kb_store.get_kb(s, ws, kb.id)
+        zh = Retriever().retrieve(s, [kb], "折叠屏新纪元", top_k=3)
+        assert "Flex Fold+" in zh[0].text and zh[0].score == 1.0  # first in the only list used
+        en = Retriever().retrieve(s, [kb], "when was tea first drunk", top_k=1)
+        assert "Tea" in en[0].text
