@@ -1,21 +1,27 @@
 """Knowledge-base benchmark (not a test; run by hand): ingestion, retrieval latency, recall.
 
-    .venv/bin/python bench/knowledge/bench.py [--filler 100000] [--queries 300] [--seed 0]
+    .venv/bin/python bench/knowledge/bench.py [--filler 100000] [--queries 300] [--seed 0] [--profile]
+    .venv/bin/python bench/knowledge/bench.py --scale 0.1 --filler 10000 --queries 40 --latency-queries 50 --no-save  # smoke, ~1 min
 
 Measures, in one run, on a temporary SQLite database (no network at all):
 
 1. Ingestion throughput: chunks/s of ``run_job`` (parse → chunk → embed → store) over real
-   documents, against ``MiniLMEmbedder().embed`` alone on the very same chunk texts (read back
-   from the database, ``title\\ntext`` as ingestion embeds them; same batch size, 32), in the
-   same process; with the time inside run_job split into parse / chunk / embed / store / rest.
+   documents, against ``MiniLMEmbedder().embed`` alone on the very same chunk texts (``title\ntext``
+   as ingestion embeds them; same batch size, 32), in the same process, in rotating order over
+   four groups of documents; plus the embedder called once per file (as run_job calls it), the
+   time inside run_job split into parse / chunk / embed / store / rest, and the padding each way.
 2. Retrieval latency of ``Retriever.retrieve`` (hybrid, top_k=5) at 10k and 100k chunks:
-   cold snapshot build, then warm p50 / p99, and the per-stage cost of a warm query.
-3. Recall@5 of lexical only, dense only and hybrid (``Retriever``) on a retrieval set derived
-   mechanically from text nobody on the team wrote (see ``recall_set``), English and Chinese.
+   cold snapshot build, then warm p50 / p90 / p99, and the per-stage cost of a warm query.
+   What-ifs, measured in the same run: onnxruntime's thread spinning off (interleaved with the
+   session as bailu opens it), and the lexical index built with a block-cached tokenizer
+   (tokens checked identical).
+3. Recall@5 (and MRR@5) of lexical only, dense only and hybrid (``Retriever``) on retrieval sets
+   derived mechanically from text nobody on the team wrote (``recall_set``, ``summary_set``),
+   English and Chinese; plus what-if fusions computed from the same score vectors.
 
 Sources (all read from disk, nothing downloaded):
 * English: ``*.md``, ``*.rst`` and ``METADATA`` descriptions of the packages installed in this
-  venv (bailu's own excluded);
+  venv (bailu's own excluded, licence files excluded);
 * Chinese: the zh_CN gettext catalogues of the Debian packages installed on the machine
   (``/usr/share/locale/zh_CN/LC_MESSAGES/*.mo``: translators' help texts) and the Chinese
   ``*.md`` files shipped inside the dashscope package.
@@ -27,7 +33,8 @@ MiniLM vectors of the chunks ingested in part 1, tiled and perturbed (Gaussian n
 dimension, then L2-normalised: cosine ≈ 0.86 to the vector they come from). Dense-search cost
 does not depend on the vectors' values; lexical cost does depend on the texts, which are real.
 
-Prints a table, then one JSON line; also writes it to bench/knowledge/results/.
+Prints a table, then one JSON line; also writes it to bench/knowledge/results/ (git-ignored).
+Figures and their reading: docs/performance-knowledge.md.
 """
 
 from __future__ import annotations
@@ -447,8 +454,16 @@ def recall_set(rows: list[Any], lang: str, n: int, rng: random.Random) -> list[t
 
 
 def mostly_cjk(query: str) -> bool:
-    letters = [c for c in query if c.isalnum()]
-    return bool(letters) and len(CJK.findall(query)) >= 0.3 * len(letters)
+    """Retriever's rule for leaving the dense list out (bailu.knowledge.retrieval.DENSE_MAX_CJK_SHARE,
+    since commit dda206f); the same threshold, 0.3, where that rule is absent."""
+    share = getattr(retrieval_mod, "DENSE_MAX_CJK_SHARE", 0.3)
+    cjk = getattr(retrieval_mod, "_CJK", CJK)
+    letters = len(re.findall(r"\w", query)) or 1
+    return len(cjk.findall(query)) / letters > share
+
+
+# Whether the Retriever under test leaves the dense list out for mostly-Chinese queries.
+BAILU_ROUTES_CJK = hasattr(retrieval_mod, "DENSE_MAX_CJK_SHARE")
 
 
 def fuse(lex: np.ndarray, dense: np.ndarray, *, k: int = 60, candidates: int = CANDIDATES, w_lex: float = 1.0, w_dense: float = 1.0,
@@ -467,18 +482,20 @@ def fuse(lex: np.ndarray, dense: np.ndarray, *, k: int = 60, candidates: int = C
     return [i for i, _ in sorted(fused.items(), key=lambda kv: -kv[1])[:top_k]]
 
 
-# What-if fusions, computed from the same two score vectors (bailu's own is the first; its
-# agreement with Retriever.retrieve is checked). They are not tuned on a held-out set: read them
-# as sensitivity, not as a recommendation proven on real queries.
+# What-if fusions, computed from the same two score vectors. "bailu" re-implements the Retriever
+# under test (with or without its Chinese routing, whichever it has); its agreement with
+# Retriever.retrieve is checked. They are not tuned on a held-out set: read them as sensitivity,
+# not as a recommendation proven on real queries.
 VARIANTS: dict[str, dict[str, Any]] = {
-    "bailu_rrf_k60_c100": {},
-    "rrf_k60_c20": {"candidates": 20},
-    "rrf_k60_c10": {"candidates": 10},
-    "rrf_k60_c100_wlex2": {"w_lex": 2.0},
-    "rrf_k60_c20_wlex2": {"candidates": 20, "w_lex": 2.0},
-    "rrf_k60_c100_cjk_lexical_only": {"cjk_lexical_only": True},
-    "rrf_k60_c20_cjk_lexical_only": {"candidates": 20, "cjk_lexical_only": True},
-    "rrf_k60_c10_cjk_lexical_only": {"candidates": 10, "cjk_lexical_only": True},
+    "bailu": {"cjk_lexical_only": BAILU_ROUTES_CJK},
+    "rrf_c100_no_routing": {},
+    "rrf_c20": {"candidates": 20},
+    "rrf_c10": {"candidates": 10},
+    "rrf_c100_wlex2": {"w_lex": 2.0},
+    "rrf_c20_wlex2": {"candidates": 20, "w_lex": 2.0},
+    "rrf_c100_cjk_routing": {"cjk_lexical_only": True},
+    "rrf_c20_cjk_routing": {"candidates": 20, "cjk_lexical_only": True},
+    "rrf_c10_cjk_routing": {"candidates": 10, "cjk_lexical_only": True},
 }
 
 
@@ -520,7 +537,7 @@ def evaluate(db: Database, kb: KnowledgeBase, queries: list[tuple[str, Any, str]
                 "hybrid": [h.chunk_id for h in retriever.retrieve(s, [kb], q, top_k=5)],
                 **{name: [snap.chunk_ids[i] for i in fuse(lex, dense, cjk_query=mostly_cjk(q), **kw)] for name, kw in VARIANTS.items()},
             }
-            agree += tops["hybrid"] == tops["bailu_rrf_k60_c100"]
+            agree += tops["hybrid"] == tops["bailu"]
             for name, top in tops.items():
                 ranks = [n for n, cid in enumerate(top) if cid in relevant]
                 hits[name].append(bool(ranks))
@@ -531,6 +548,7 @@ def evaluate(db: Database, kb: KnowledgeBase, queries: list[tuple[str, Any, str]
         **{f"mrr@5_{m}": round(sum(rr[m]) / len(rr[m]), 4) for m in ("lexical", "dense", "hybrid")},
         "what_if_fusion_recall@5": {m: round(sum(hits[m]) / len(hits[m]), 4) for m in VARIANTS},
         "reimplementation_agrees_with_retriever": f"{agree}/{len(queries)}",
+        "retriever_routes_cjk_queries_to_lexical": BAILU_ROUTES_CJK,
     }
 
 
@@ -702,6 +720,13 @@ def latency(db: Database, kb: KnowledgeBase, queries: list[str], profile: bool =
             cached_build = time.perf_counter() - t
         finally:
             lexical.tokenize = real_tokenize  # type: ignore[assignment]
+        # what-if 3: the index built from tokens kept beforehand (as if stored at indexing time)
+        import bm25s
+
+        tokens = [fast(t) or ["\u0000"] for t in texts]
+        t = time.perf_counter()
+        bm25s.BM25().index(tokens, show_progress=False)
+        from_tokens = time.perf_counter() - t
     out = {
         "chunks": len(snap.chunk_ids), "cold_snapshot_s": round(cold, 2), "cold_lexical_index_s": round(lexical_build[0], 2),
         "queries": len(warm), "p50_ms": round(pct(warm, 50), 2), "p90_ms": round(pct(warm, 90), 2), "p99_ms": round(pct(warm, 99), 2),
@@ -709,6 +734,7 @@ def latency(db: Database, kb: KnowledgeBase, queries: list[str], profile: bool =
         "stage_p50_ms": {k: round(pct(v, 50), 2) for k, v in stage.items()},
         "what_if_no_spin": {name: {"p50_ms": round(pct(v, 50), 2), "p90_ms": round(pct(v, 90), 2), "p99_ms": round(pct(v, 99), 2)} for name, v in paired.items()},
         "what_if_cached_tokenizer": {"lexical_index_s": round(cached_build, 2), "identical_tokens": f"{same}/{len(sample)}"},
+        "what_if_index_from_stored_tokens_s": round(from_tokens, 2),
     }
     if profiled:
         out["profile_top_tottime"] = profiled
@@ -845,7 +871,7 @@ def report(r: dict[str, Any]) -> None:
             print(f"   {'':>7} what-if onnxruntime spinning off (interleaved with as-is): p50/p90/p99 {ns['no_spin']['p50_ms']} / {ns['no_spin']['p90_ms']} /"
                   f" {ns['no_spin']['p99_ms']} ms vs as-is {ns['as_is']['p50_ms']} / {ns['as_is']['p90_ms']} / {ns['as_is']['p99_ms']} ms")
             print(f"   {'':>7} what-if block-cached tokenizer: lexical index {ct['lexical_index_s']} s vs {d['cold_lexical_index_s']} s"
-                  f" (tokens identical on {ct['identical_tokens']} sampled chunks)")
+                  f" (tokens identical on {ct['identical_tokens']} sampled chunks); from stored tokens: {d['what_if_index_from_stored_tokens_s']} s")
     print("\n3. recall@5 (MRR@5) on the mechanically derived retrieval sets")
     print(f"   {'':10} {'queries':>7} {'chunks':>6} {'lexical':>15} {'dense':>15} {'hybrid':>15}")
     for lang in ("en", "zh", "en_summary"):
