@@ -17,7 +17,7 @@ from __future__ import annotations
 from datetime import UTC, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, delete, insert, select
+from sqlalchemy import Table, delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -38,11 +38,7 @@ class SessionStore:
     def history(self, s: Session, workspace_id: str, app_id: str, session_id: str) -> list[Message]:
         """The stored messages of a live session, oldest first; [] if unknown or expired."""
         row = s.execute(
-            select(ChatSession.id, ChatSession.last_used_at).where(
-                ChatSession.workspace_id == workspace_id,
-                ChatSession.app_id == app_id,
-                ChatSession.session_id == session_id,
-            )
+            select(ChatSession.id, ChatSession.last_used_at).where(*_same_session(workspace_id, app_id, session_id))
         ).first()
         if row is None or _aware(row[1]) < now() - self.ttl:
             return []
@@ -76,18 +72,16 @@ class SessionStore:
         if new:
             with self.db.write() as s:
                 ts = now()
-                created = s.execute(
-                    insert(ChatSession).values(
-                        workspace_id=workspace_id, app_id=app_id, session_id=session_id, created_at=ts, last_used_at=ts
-                    )
+                conn = s.connection()
+                created = conn.execute(
+                    _INSERT_SESSION,
+                    {"workspace_id": workspace_id, "app_id": app_id, "session_id": session_id, "created_at": ts, "last_used_at": ts},
                 )
-                key = cast(CursorResult[Any], created).inserted_primary_key
+                key = created.inserted_primary_key
                 assert key is not None
-                pk = key[0]
-                s.execute(
-                    insert(SessionTurn).values(
-                        session_pk=pk, messages=messages, request_id=request_id, created_at=ts, usage=usage
-                    )
+                conn.execute(
+                    _INSERT_TURN,
+                    {"session_pk": key[0], "messages": messages, "request_id": request_id, "created_at": ts, "usage": usage},
                 )
             return
         try:
@@ -106,13 +100,7 @@ class SessionStore:
     ) -> None:
         with self.db.write() as s:
             ts = now()
-            sess = s.scalar(
-                select(ChatSession).where(
-                    ChatSession.workspace_id == workspace_id,
-                    ChatSession.app_id == app_id,
-                    ChatSession.session_id == session_id,
-                )
-            )
+            sess = s.scalar(select(ChatSession).where(*_same_session(workspace_id, app_id, session_id)))
             if sess is None:
                 sess = ChatSession(
                     workspace_id=workspace_id, app_id=app_id, session_id=session_id, created_at=ts, last_used_at=ts
@@ -146,6 +134,19 @@ def purge_expired(db: Database, ttl_seconds: int) -> int:
         s.execute(delete(SessionTurn).where(SessionTurn.session_pk.in_(old)))
         result = s.execute(delete(ChatSession).where(ChatSession.last_used_at < cutoff))
         return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def _same_session(workspace_id: str, app_id: str, session_id: str) -> tuple[Any, ...]:
+    return (
+        ChatSession.workspace_id == workspace_id,
+        ChatSession.app_id == app_id,
+        ChatSession.session_id == session_id,
+    )
+
+
+#: compiled once: the fast path for new sessions runs on every call without a session_id
+_INSERT_SESSION = cast(Table, ChatSession.__table__).insert()
+_INSERT_TURN = cast(Table, SessionTurn.__table__).insert()
 
 
 def _aware(ts: Any) -> Any:
