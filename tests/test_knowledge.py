@@ -11,6 +11,7 @@ from pathlib import Path
 
 import docx
 import openpyxl
+import numpy as np
 import pytest
 from sqlalchemy import func, select, update
 
@@ -20,6 +21,7 @@ from bailu.knowledge.citations import CitationFilter
 from bailu.knowledge.ingest import run_job, run_pending
 from bailu.knowledge.parsing import Block, ParseError, parse
 from bailu.knowledge.retrieval import Filters, Retriever
+from bailu.knowledge.service import edit_chunk
 from bailu.store import workspaces as ws_repo
 from bailu.store.db import Database
 from bailu.store.tables import KbChunk, KbJob
@@ -203,6 +205,13 @@ def test_ingest_retrieve_filter_delete(kb_env) -> None:  # type: ignore[no-untyp
         assert {h.doc_id for h in r.retrieve(s, [kb], "苹果 手机", top_k=10, filters=Filters(metadata={"brand": "百炼"}))} == {phones_id}
         assert {h.doc_id for h in r.retrieve(s, [kb], "苹果 手机", top_k=10, filters=Filters(file_ids=frozenset({other_id})))} == {other_id}
         assert r.retrieve(s, [kb], "苹果", top_k=10, threshold=1.01) == []
+        chunk = s.scalars(select(KbChunk).where(KbChunk.file_id == other_id)).first()
+        assert chunk is not None and "苹果派" in chunk.tokens.split()  # stored at indexing time
+    with db.write() as s:
+        edited = edit_chunk(s, ws, chunk.id, text="樱桃派的做法")
+        assert edited is not None and "樱桃" in edited.tokens.split() and "苹果派" not in edited.tokens.split()
+    with db.read() as s:
+        assert Retriever().retrieve(s, [kb_store.get_kb(s, ws, kb.id)], "樱桃派", top_k=1)[0].chunk_id == chunk.id
     with db.write() as s:
         f = kb_store.get_file(s, ws, phones_id)
         assert f is not None
@@ -368,6 +377,29 @@ def test_seeds_s15_s17_rag_options_through_the_sdk(server: BailuServer, phones: 
     resp = Application.call(**{**call, "prompt": "手机价格"}, rag_options={"pipeline_ids": [skb], "structured_filter": {"型号": "Ace Ultra"}})
     system = server.upstream.last("fake-echo")["messages"][0]["content"]
     assert resp.status_code == 200 and "型号: Ace Ultra; 价格: 3999" in system and "Zephyr" not in system
+
+
+def test_a_job_embeds_several_files_in_one_batch_each_chunk_its_own_vector(kb_env) -> None:  # type: ignore[no-untyped-def]
+    from bailu.knowledge.embedders import DEFAULT_EMBEDDER, default_embedder_name, get_embedder
+
+    if default_embedder_name() != DEFAULT_EMBEDDER:
+        pytest.skip("the MiniLM embedder is not installed")
+    db, ws, data_dir = kb_env
+    with db.write() as s:
+        kb = kb_store.create_kb(s, ws, "batch", chunk_size=100, overlap=0, structured=False, embedder=DEFAULT_EMBEDDER)
+    files = {f"f{i}.md": f"# Topic {i}\n\n{'Sentence number %d about thing %d. ' % (i, i) * (1 + i)}".encode() for i in range(6)}
+    job, ids = add(db, data_dir, kb, {**files, "broken.docx": b"PK not a zip"})
+    assert run_job(db, data_dir, job)
+    embedder = get_embedder(DEFAULT_EMBEDDER)
+    assert embedder is not None
+    with db.read() as s:
+        status = {f.name: f.index_status for f in kb_store.list_files(s, kb.id)}
+        assert status.pop("broken.docx") == "INSERT_ERROR" and set(status.values()) == {"FINISH"}
+        chunks = list(s.scalars(select(KbChunk).where(KbChunk.kb_id == kb.id)))
+        assert len({c.file_id for c in chunks}) == 6
+        alone = embedder.embed([f"{c.title}\n{c.text}" for c in chunks])
+        for c, v in zip(chunks, alone, strict=True):
+            assert c.vector is not None and float(np.frombuffer(c.vector, dtype=np.float32) @ v) > 0.9999
 
 
 def test_chinese_queries_rank_by_the_lexical_list(kb_env) -> None:  # type: ignore[no-untyped-def]

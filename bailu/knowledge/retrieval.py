@@ -24,7 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bailu.knowledge.embedders import get_embedder
-from bailu.knowledge.lexical import LexicalIndex
+from bailu.knowledge.lexical import LexicalIndex, chunk_tokens
 from bailu.store.tables import KbChunk, KbFile, KnowledgeBase
 
 RRF_K = 60
@@ -157,12 +157,13 @@ def _build(s: Session, kb: KnowledgeBase) -> Snapshot:
     snap = Snapshot(revision=kb.revision, embedder=kb.embedder)
     files = {f.id: f for f in s.scalars(select(KbFile).where(KbFile.kb_id == kb.id))}
     rows = s.execute(
-        select(KbChunk.id, KbChunk.file_id, KbChunk.title, KbChunk.text, KbChunk.pages, KbChunk.fields, KbChunk.vector)
+        select(KbChunk.id, KbChunk.file_id, KbChunk.title, KbChunk.text, KbChunk.pages, KbChunk.fields, KbChunk.vector, KbChunk.tokens)
         .where(KbChunk.kb_id == kb.id, KbChunk.enabled.is_(True))
         .order_by(KbChunk.file_id, KbChunk.seq)
     ).all()
     vecs = []
-    for cid, fid, title, text, pages, fields, vector in rows:
+    tokens = []
+    for cid, fid, title, text, pages, fields, vector, toks in rows:
         if fid not in files:
             continue
         snap.chunk_ids.append(cid)
@@ -172,8 +173,9 @@ def _build(s: Session, kb: KnowledgeBase) -> Snapshot:
         snap.pages.append(list(pages or []))
         snap.fields.append(fields)
         vecs.append(vector)
+        tokens.append(toks if toks is not None else chunk_tokens(title, text))
     snap.files = files
-    snap.lexical = LexicalIndex([f"{t}\n{x}" for t, x in zip(snap.titles, snap.texts, strict=True)])
+    snap.lexical = LexicalIndex(tokens)
     if vecs and all(v is not None for v in vecs):
         snap.vectors = np.ascontiguousarray(np.stack([np.frombuffer(v, dtype=np.float32) for v in vecs]))
     return snap

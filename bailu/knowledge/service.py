@@ -13,9 +13,10 @@ from bailu.appspec import AppSpec
 from bailu.calls import AppCall
 from bailu.errors import InvalidParameter
 from bailu.knowledge import store as kb_store
+from bailu.knowledge.embedders import get_embedder
+from bailu.knowledge.lexical import chunk_tokens
 from bailu.knowledge.retrieval import Filters, Hit, Retriever
 from bailu.store.db import Database
-from bailu.knowledge.embedders import get_embedder
 from bailu.store.tables import KbChunk, KnowledgeBase
 
 
@@ -68,6 +69,7 @@ def edit_chunk(s: Session, workspace_id: str, chunk_id: int, *, text: str | None
     if title is not None:
         c.title = title
     if text is not None or title is not None:
+        c.tokens = chunk_tokens(c.title, c.text)
         kb = s.get(KnowledgeBase, c.kb_id)
         embedder = get_embedder(kb.embedder) if kb is not None else None
         if embedder is not None:

@@ -140,6 +140,7 @@ class KbChunk(Base):
     fields: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # a structured row's columns
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     vector: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)  # float32, normalised
+    tokens: Mapped[str | None] = mapped_column(Text, nullable=True)  # lexical tokens, space-separated (None: not yet made)
 
 
 class KbJob(Base):
