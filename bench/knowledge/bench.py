@@ -12,9 +12,7 @@ Measures, in one run, on a temporary SQLite database (no network at all):
    time inside run_job split into parse / chunk / embed / store / rest, and the padding each way.
 2. Retrieval latency of ``Retriever.retrieve`` (hybrid, top_k=5) at 10k and 100k chunks:
    cold snapshot build, then warm p50 / p90 / p99, and the per-stage cost of a warm query.
-   What-ifs, measured in the same run: onnxruntime's thread spinning off (interleaved with the
-   session as bailu opens it), and the lexical index built with a block-cached tokenizer
-   (tokens checked identical).
+   The large knowledge bases' rows carry their lexical tokens, as ingestion stores them.
 3. Recall@5 (and MRR@5) of lexical only, dense only and hybrid (``Retriever``) on retrieval sets
    derived mechanically from text nobody on the team wrote (``recall_set``, ``summary_set``),
    English and Chinese; plus what-if fusions computed from the same score vectors.
@@ -67,9 +65,10 @@ from bailu.knowledge import store as kb_store
 from bailu.knowledge.chunking import chunk_blocks
 from bailu.knowledge.embedders import DEFAULT_EMBEDDER, get_embedder
 from bailu.knowledge.ingest import run_job
+from bailu.knowledge.lexical import chunk_tokens
 from bailu.knowledge.minilm import BATCH_SIZE, MiniLMEmbedder
 from bailu.knowledge.parsing import parse
-from bailu.knowledge.retrieval import CANDIDATES, Retriever, _top
+from bailu.knowledge.retrieval import Retriever, _top
 from bailu.store import workspaces as ws_repo
 from bailu.store.db import Database
 from bailu.store.tables import KbChunk, KnowledgeBase
@@ -231,10 +230,10 @@ def filler_passages(n: int, rng: random.Random, exclude: set[str]) -> list[tuple
 
 
 class StageClock:
-    """Wraps the functions run_job calls (parse, chunk_blocks, embed, replace_chunks) with timers."""
+    """Wraps the functions run_job calls (parse, chunk_blocks, chunk_tokens, embed, replace_chunks) with timers."""
 
     def __init__(self) -> None:
-        self.t: dict[str, float] = {"parse": 0.0, "chunk": 0.0, "embed": 0.0, "store_rows": 0.0}
+        self.t: dict[str, float] = {"parse": 0.0, "chunk": 0.0, "tokens": 0.0, "embed": 0.0, "store_rows": 0.0}
         self._saved: list[tuple[Any, str, Any]] = []
 
     def _wrap(self, owner: Any, attr: str, key: str) -> None:
@@ -253,6 +252,7 @@ class StageClock:
     def __enter__(self) -> StageClock:  # noqa: PYI034
         self._wrap(ingest_mod, "parse", "parse")
         self._wrap(ingest_mod, "chunk_blocks", "chunk")
+        self._wrap(ingest_mod, "chunk_tokens", "tokens")
         self._wrap(kb_store, "replace_chunks", "store_rows")
         embedder = get_embedder(DEFAULT_EMBEDDER)
         self._wrap(embedder, "embed", "embed")
@@ -466,36 +466,56 @@ def mostly_cjk(query: str) -> bool:
 BAILU_ROUTES_CJK = hasattr(retrieval_mod, "DENSE_MAX_CJK_SHARE")
 
 
-def fuse(lex: np.ndarray, dense: np.ndarray, *, k: int = 60, candidates: int = CANDIDATES, w_lex: float = 1.0, w_dense: float = 1.0,
+def fuse(lex: np.ndarray, dense: np.ndarray, *, method: str = "z", k: int = 60, candidates: int = 10, w_lex: float = 1.0, w_dense: float = 1.0,
          top_k: int = 5, cjk_query: bool = False, cjk_lexical_only: bool = False) -> list[int]:
-    """Retriever.retrieve's fusion for one knowledge base without filters, with its knobs exposed
-    (``cjk_lexical_only``: no dense list for a mostly-Chinese query, MiniLM being English-only)."""
+    """Fusions of the two lists of one knowledge base without filters, with their knobs exposed:
+    ``z`` (Retriever.retrieve's since this commit: mean of z-scores over each list's candidates; a
+    chunk missing from the lexical list scores as BM25 0, one missing from the dense list as its
+    last candidate) or ``rrf`` (reciprocal rank, Σ w / (k + rank), bailu's fusion before).
+    ``cjk_lexical_only``: no dense list for a mostly-Chinese query, MiniLM being English-only."""
     if cjk_lexical_only and cjk_query:
         w_dense = 0.0
-    lists = [([int(i) for i in _top(lex, candidates) if lex[i] > 0], w_lex)]
+    lists: list[tuple[list[int], float, np.ndarray, float | None]] = [([int(i) for i in _top(lex, candidates) if lex[i] > 0], w_lex, lex, 0.0)]
     if w_dense > 0:
-        lists.append(([int(i) for i in _top(dense, candidates)], w_dense))
+        lists.append(([int(i) for i in _top(dense, candidates)], w_dense, dense, None))
     fused: dict[int, float] = {}
-    for ranked, w in lists:
-        for rank, i in enumerate(ranked):
-            fused[i] = fused.get(i, 0.0) + w / (k + rank + 1)
+    if method == "rrf":
+        for ranked, w, _, _ in lists:
+            for rank, i in enumerate(ranked):
+                fused[i] = fused.get(i, 0.0) + w / (k + rank + 1)
+    else:
+        parts: list[tuple[dict[int, float], float, float]] = []
+        for ranked, w, scores, floor in lists:
+            if not ranked:
+                parts.append(({}, 0.0, w))
+                continue
+            v = scores[ranked].astype(np.float64)
+            mean, std = v.mean(), v.std()
+            if std < 1e-9:
+                parts.append(({i: 1.0 for i in ranked}, -1.0 if floor is not None else 0.0, w))
+                continue
+            z = (v - mean) / std
+            parts.append((dict(zip(ranked, z)), (floor - mean) / std if floor is not None else z[-1], w))
+        total = sum(w for _, _, w in parts)
+        for i in {i for zs, _, _ in parts for i in zs}:
+            fused[i] = sum(w * zs.get(i, missing) for zs, missing, w in parts) / total
     return [i for i, _ in sorted(fused.items(), key=lambda kv: -kv[1])[:top_k]]
 
 
 # What-if fusions, computed from the same two score vectors. "bailu" re-implements the Retriever
-# under test (with or without its Chinese routing, whichever it has); its agreement with
-# Retriever.retrieve is checked. They are not tuned on a held-out set: read them as sensitivity,
-# not as a recommendation proven on real queries.
+# under test; its agreement with Retriever.retrieve is checked. They are not tuned on a held-out
+# set: read them as sensitivity, not as a recommendation proven on real queries. (The z fusion's
+# 10 candidates and equal weights were chosen on seed 0's sets and checked on seed 1's.)
 VARIANTS: dict[str, dict[str, Any]] = {
     "bailu": {"cjk_lexical_only": BAILU_ROUTES_CJK},
-    "rrf_c100_no_routing": {},
-    "rrf_c20": {"candidates": 20},
-    "rrf_c10": {"candidates": 10},
-    "rrf_c100_wlex2": {"w_lex": 2.0},
-    "rrf_c20_wlex2": {"candidates": 20, "w_lex": 2.0},
-    "rrf_c100_cjk_routing": {"cjk_lexical_only": True},
-    "rrf_c20_cjk_routing": {"candidates": 20, "cjk_lexical_only": True},
-    "rrf_c10_cjk_routing": {"candidates": 10, "cjk_lexical_only": True},
+    "z_c10_no_routing": {},
+    "z_c20": {"candidates": 20, "cjk_lexical_only": True},
+    "z_c100": {"candidates": 100, "cjk_lexical_only": True},
+    "z_c10_wlex0.8": {"w_lex": 0.8, "cjk_lexical_only": True},
+    "rrf_c100": {"method": "rrf", "candidates": 100, "cjk_lexical_only": True},
+    "rrf_c20": {"method": "rrf", "candidates": 20, "cjk_lexical_only": True},
+    "rrf_c10": {"method": "rrf", "candidates": 10, "cjk_lexical_only": True},
+    "rrf_c100_no_routing": {"method": "rrf", "candidates": 100},
 }
 
 
@@ -570,7 +590,7 @@ def make_scale_kb(db: Database, ws: str, name: str, passages: list[tuple[str, st
         with db.write() as s:
             s.execute(insert(KbChunk), [
                 {"kb_id": kb_id, "file_id": file_ids[i // per_file], "seq": i % per_file, "title": passages[i][0], "text": passages[i][1],
-                 "pages": [], "fields": None, "enabled": True, "vector": vectors[i].tobytes()}
+                 "pages": [], "fields": None, "enabled": True, "vector": vectors[i].tobytes(), "tokens": chunk_tokens(*passages[i])}
                 for i in range(start, min(start + batch, len(passages)))
             ])
     with db.read() as s:
@@ -583,44 +603,6 @@ def tiled_vectors(base: np.ndarray, n: int, rng: np.random.Generator) -> np.ndar
     out = base[idx] + rng.standard_normal((n, base.shape[1]), dtype=np.float32) * NOISE_SIGMA
     out /= np.linalg.norm(out, axis=1, keepdims=True)
     return out.astype(np.float32)
-
-
-def no_spin_session(threads: int) -> Any:
-    """bailu's MiniLM session options plus ``session.intra_op.allow_spinning = 0`` (what-if)."""
-    import onnxruntime as ort
-
-    from bailu.knowledge import minilm
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(minilm.onnx_path()), options, providers=["CPUExecutionProvider"])
-
-
-def cached_tokenize() -> Callable[[str], list[str]]:
-    """What-if: bailu's tokenize with jieba's own per-block cut memoised. jieba splits a text into
-    blocks (runs of Han / ASCII word characters, and the rest) and cuts each block on its own, so
-    cutting block by block through a cache gives the same tokens; English text repeats its blocks
-    (words) a lot, which the cache skips."""
-    import functools
-
-    import jieba
-
-    from bailu.knowledge.lexical import _WORD, _jieba
-
-    j = _jieba()
-    split = jieba.re_han_default.split
-
-    @functools.lru_cache(maxsize=1 << 20)
-    def block(b: str) -> tuple[str, ...]:
-        return tuple(t.lower() for t in j.lcut_for_search(b) if _WORD.search(t))
-
-    def tokenize(text: str) -> list[str]:
-        return [t for b in split(text) if b for t in block(b)]
-
-    return tokenize
 
 
 def latency(db: Database, kb: KnowledgeBase, queries: list[str], profile: bool = False) -> dict[str, Any]:
@@ -667,8 +649,8 @@ def latency(db: Database, kb: KnowledgeBase, queries: list[str], profile: bool =
             t2 = time.perf_counter()
             dense = np.where(keep, snap.vectors @ qv, -np.inf)
             t3 = time.perf_counter()
-            _top(np.where(keep, lex, 0.0), CANDIDATES)
-            _top(dense, CANDIDATES)
+            _top(np.where(keep, lex, 0.0), 10)
+            _top(dense, 10)
             t4 = time.perf_counter()
             for k, v in zip(stage, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
                 stage[k].append(v * 1000)
@@ -686,49 +668,6 @@ def latency(db: Database, kb: KnowledgeBase, queries: list[str], profile: bool =
             buf = io.StringIO()
             pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(12)
             profiled = buf.getvalue()
-        # what-if 1: onnxruntime's thread spinning off. Compared with bailu's session as it is in
-        # alternating blocks of 25 queries (each query runs once under each), so that the machine's
-        # load drifting during the run hits both alike.
-        from bailu.knowledge import minilm
-
-        threads = embedder.threads  # type: ignore[attr-defined]
-        sessions = {"as_is": minilm._sessions[threads], "no_spin": no_spin_session(threads)}
-        paired: dict[str, list[float]] = {"as_is": [], "no_spin": []}
-        try:
-            for start in range(0, len(queries), 25):
-                block = queries[start : start + 25]
-                order = ("as_is", "no_spin") if (start // 25) % 2 == 0 else ("no_spin", "as_is")
-                for name in order:
-                    minilm._sessions[threads] = sessions[name]
-                    retriever.retrieve(s, [kb], block[0], top_k=5)  # one unmeasured call after the switch
-                    for q in block:
-                        t = time.perf_counter()
-                        retriever.retrieve(s, [kb], q, top_k=5)
-                        paired[name].append((time.perf_counter() - t) * 1000)
-        finally:
-            minilm._sessions[threads] = sessions["as_is"]
-        # what-if 2: the lexical index built with the block-cached tokenizer (same tokens, checked on a sample)
-        from bailu.knowledge import lexical
-
-        texts = [f"{t}\n{x}" for t, x in zip(snap.titles, snap.texts, strict=True)]
-        fast = cached_tokenize()
-        sample = texts[:: max(1, len(texts) // 2000)]
-        same = sum(fast(t) == lexical.tokenize(t) for t in sample)
-        real_tokenize = lexical.tokenize
-        lexical.tokenize = fast  # type: ignore[assignment]
-        try:
-            t = time.perf_counter()
-            lexical.LexicalIndex(texts)
-            cached_build = time.perf_counter() - t
-        finally:
-            lexical.tokenize = real_tokenize  # type: ignore[assignment]
-        # what-if 3: the index built from tokens kept beforehand (as if stored at indexing time)
-        import bm25s
-
-        tokens = [fast(t) or ["\u0000"] for t in texts]
-        t = time.perf_counter()
-        bm25s.BM25().index(tokens, show_progress=False)
-        from_tokens = time.perf_counter() - t
     def stats(values: list[float], pick: bool | None = None) -> dict[str, float]:
         chosen = [v for v, b in zip(values, both, strict=True) if pick is None or b == pick]
         if not chosen:
@@ -741,9 +680,6 @@ def latency(db: Database, kb: KnowledgeBase, queries: list[str], profile: bool =
         "queries": len(warm), **stats(warm, True),  # the headline: queries that run both lists (hybrid)
         "lexical_only_queries": stats(warm, False), "all_queries": stats(warm),
         "stage_p50_ms": {k: round(pct(v, 50), 2) for k, v in stage.items()},
-        "what_if_no_spin": {name: stats(v, True) for name, v in paired.items()},
-        "what_if_cached_tokenizer": {"lexical_index_s": round(cached_build, 2), "identical_tokens": f"{same}/{len(sample)}"},
-        "what_if_index_from_stored_tokens_s": round(from_tokens, 2),
     }
     if profiled:
         out["profile_top_tottime"] = profiled
@@ -879,11 +815,6 @@ def report(r: dict[str, Any]) -> None:
             lo = d["lexical_only_queries"]
             if lo.get("n"):
                 print(f"   {'':>7} ({d['n']} queries using both lists; the {lo['n']} mostly-Chinese ones, lexical only: p50 {lo['p50_ms']} / p99 {lo['p99_ms']} ms)")
-            ns, ct = d["what_if_no_spin"], d["what_if_cached_tokenizer"]
-            print(f"   {'':>7} what-if onnxruntime spinning off (interleaved with as-is): p50/p90/p99 {ns['no_spin']['p50_ms']} / {ns['no_spin']['p90_ms']} /"
-                  f" {ns['no_spin']['p99_ms']} ms vs as-is {ns['as_is']['p50_ms']} / {ns['as_is']['p90_ms']} / {ns['as_is']['p99_ms']} ms")
-            print(f"   {'':>7} what-if block-cached tokenizer: lexical index {ct['lexical_index_s']} s vs {d['cold_lexical_index_s']} s"
-                  f" (tokens identical on {ct['identical_tokens']} sampled chunks); from stored tokens: {d['what_if_index_from_stored_tokens_s']} s")
     print("\n3. recall@5 (MRR@5) on the mechanically derived retrieval sets")
     print(f"   {'':10} {'queries':>7} {'chunks':>6} {'lexical':>15} {'dense':>15} {'hybrid':>15}")
     for lang in ("en", "zh", "en_summary"):
