@@ -424,3 +424,11 @@ def test_chinese_queries_rank_by_the_lexical_list(kb_env) -> None:  # type: igno
         assert [h.score for h in zh] == pytest.approx(list(1 / (1 + np.exp(-z))), abs=1e-6)
         en = Retriever().retrieve(s, [kb], "when was tea first drunk", top_k=1)
         assert "Tea" in en[0].text
+
+
+def test_block_cached_tokenizer_equals_jieba_on_the_whole_text() -> None:
+    from bailu.knowledge.lexical import _WORD, _jieba, tokenize
+
+    texts = ["\n".join(PHONES), "百炼系列手机：Zephyr Z9，售价2499元。Привет мир 日本語のテキスト foo_bar x.y-z 50% C++ #tag", "a\r\nb  c\t中文 The the THE"]
+    for text in texts:
+        assert tokenize(text) == [t.lower() for t in _jieba().lcut_for_search(text) if _WORD.search(t)]

@@ -10,6 +10,7 @@ alone, not the segmentation (at 100k chunks: ~3 s instead of ~60 s).
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import threading
@@ -35,7 +36,27 @@ def _jieba():  # type: ignore[no-untyped-def]
 
 
 def tokenize(text: str) -> list[str]:
-    return [t.lower() for t in _jieba().lcut_for_search(text) if _WORD.search(t)]
+    """jieba's search-mode tokens of ``text``, lower-cased, word characters only.
+
+    jieba cuts a text block by block (runs of Han characters, Latin letters, digits and
+    ``+#&._%-``; everything else falls apart into single characters), each block on its own:
+    so the cut of each block is cached, which skips most of the work on English, whose
+    blocks (words) repeat (ingestion ~5x faster on English text; identical tokens)."""
+    j = _jieba()
+    out: list[str] = []
+    for block in j.re_han_default.split(text):
+        if not block:
+            continue
+        if j.re_han_default.match(block):
+            out.extend(_cut_block(block))
+        else:
+            out.extend(c.lower() for c in block if _WORD.match(c))
+    return out
+
+
+@functools.lru_cache(maxsize=1 << 18)
+def _cut_block(block: str) -> tuple[str, ...]:
+    return tuple(t.lower() for t in _jieba().lcut_for_search(block) if _WORD.search(t))
 
 
 def chunk_tokens(title: str, text: str) -> str:
