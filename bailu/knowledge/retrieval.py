@@ -28,9 +28,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import null, select
 from sqlalchemy.orm import Session
 
+from bailu.knowledge import pgvector
 from bailu.knowledge.embedders import get_embedder
 from bailu.knowledge.lexical import LexicalIndex, chunk_tokens
 from bailu.store.tables import KbChunk, KbFile, KnowledgeBase
@@ -77,7 +78,9 @@ class Snapshot:
     fields: list[dict[str, Any] | None] = field(default_factory=list)
     files: dict[str, KbFile] = field(default_factory=dict)
     lexical: LexicalIndex | None = None
-    vectors: np.ndarray | None = None
+    vectors: np.ndarray | None = None  # in process; None when there are none or they are in pgvector
+    dense_in_db: bool = False  # the dense list comes from pgvector (bailu.knowledge.pgvector)
+    index: dict[int, int] = field(default_factory=dict)  # chunk id -> position
 
     def mask(self, f: Filters) -> np.ndarray:
         keep = np.ones(len(self.chunk_ids), dtype=bool)
@@ -126,12 +129,15 @@ class Retriever:
             assert snap.lexical is not None
             lex = np.where(keep, snap.lexical.scores(query), 0.0)
             lists = [_standardised(lex, [int(i) for i in _top(lex, candidates) if lex[i] > 0], floor=0.0)]
-            if snap.vectors is not None and use_dense:
+            if (snap.vectors is not None or snap.dense_in_db) and use_dense:
                 if snap.embedder not in vectors:
                     embedder = get_embedder(snap.embedder)
                     assert embedder is not None
                     vectors[snap.embedder] = embedder.embed([query])[0]
-                dense = np.where(keep, snap.vectors @ vectors[snap.embedder], -np.inf)
+                if snap.vectors is not None:
+                    dense = np.where(keep, snap.vectors @ vectors[snap.embedder], -np.inf)
+                else:
+                    dense = _dense_in_db(s, kb.id, snap, vectors[snap.embedder], keep, candidates)
                 lists.append(_standardised(dense, [int(i) for i in _top(dense, candidates) if np.isfinite(dense[i])], floor=None))
             union = {i for z, _ in lists for i in z}
             for i in union:
@@ -148,6 +154,17 @@ class Retriever:
             if len(hits) >= top_k:
                 break
         return hits
+
+
+def _dense_in_db(s: Session, kb_id: str, snap: Snapshot, query: np.ndarray, keep: np.ndarray, limit: int) -> np.ndarray:
+    """The dense list from pgvector, as a score array over the snapshot (-inf: not a candidate)."""
+    only = None if keep.all() else [snap.chunk_ids[i] for i in np.flatnonzero(keep)]
+    dense = np.full(len(snap.chunk_ids), -np.inf, dtype=np.float32)
+    for chunk_id, sim in pgvector.nearest(s, kb_id, query, limit, only):
+        i = snap.index.get(chunk_id)
+        if i is not None:  # a chunk changed since the snapshot was built is left out until the next
+            dense[i] = sim
+    return dense
 
 
 def _standardised(scores: np.ndarray, ranked: list[int], *, floor: float | None) -> tuple[dict[int, float], float]:
@@ -173,9 +190,11 @@ def _top(scores: np.ndarray, k: int) -> np.ndarray:
 
 def _build(s: Session, kb: KnowledgeBase) -> Snapshot:
     snap = Snapshot(revision=kb.revision, embedder=kb.embedder)
+    snap.dense_in_db = kb.embedder != "none" and pgvector.enabled(s)
     files = {f.id: f for f in s.scalars(select(KbFile).where(KbFile.kb_id == kb.id))}
+    vector_column = null().label("vector") if snap.dense_in_db else KbChunk.vector
     rows = s.execute(
-        select(KbChunk.id, KbChunk.file_id, KbChunk.title, KbChunk.text, KbChunk.pages, KbChunk.fields, KbChunk.vector, KbChunk.tokens)
+        select(KbChunk.id, KbChunk.file_id, KbChunk.title, KbChunk.text, KbChunk.pages, KbChunk.fields, vector_column, KbChunk.tokens)
         .where(KbChunk.kb_id == kb.id, KbChunk.enabled.is_(True))
         .order_by(KbChunk.file_id, KbChunk.seq)
     ).all()
@@ -193,7 +212,8 @@ def _build(s: Session, kb: KnowledgeBase) -> Snapshot:
         vecs.append(vector)
         tokens.append(toks if toks is not None else chunk_tokens(title, text))
     snap.files = files
+    snap.index = {cid: i for i, cid in enumerate(snap.chunk_ids)}
     snap.lexical = LexicalIndex(tokens)
-    if vecs and all(v is not None for v in vecs):
+    if not snap.dense_in_db and vecs and all(v is not None for v in vecs):
         snap.vectors = np.ascontiguousarray(np.stack([np.frombuffer(v, dtype=np.float32) for v in vecs]))
     return snap

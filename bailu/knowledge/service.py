@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from bailu.appspec import AppSpec
 from bailu.calls import AppCall
 from bailu.errors import InvalidParameter
+from bailu.knowledge import pgvector
 from bailu.knowledge import store as kb_store
 from bailu.knowledge.embedders import get_embedder
 from bailu.knowledge.lexical import chunk_tokens
@@ -74,6 +75,8 @@ def edit_chunk(s: Session, workspace_id: str, chunk_id: int, *, text: str | None
         embedder = get_embedder(kb.embedder) if kb is not None else None
         if embedder is not None:
             c.vector = embedder.embed([f"{c.title}\n{c.text}"])[0].astype("float32").tobytes()
+            if pgvector.enabled(s):
+                pgvector.write(s, [(c.id, c.vector)])
     if enabled is not None:
         c.enabled = enabled
     kb_store.bump_revision(s, c.kb_id)

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from bailu.knowledge import pgvector
 from bailu.store.tables import KbChunk, KbFile, KbJob, KnowledgeBase
 from bailu.store.workspaces import now
 
@@ -106,7 +107,11 @@ def bump_revision(s: Session, kb_id: str) -> None:
 def replace_chunks(s: Session, kb_id: str, file_id: str, rows: Sequence[dict[str, Any]]) -> None:
     """A file's chunks, all at once (re-running a job replaces rather than duplicates)."""
     s.execute(delete(KbChunk).where(KbChunk.file_id == file_id))
-    s.add_all(KbChunk(kb_id=kb_id, file_id=file_id, seq=i, **row) for i, row in enumerate(rows))
+    chunks = [KbChunk(kb_id=kb_id, file_id=file_id, seq=i, **row) for i, row in enumerate(rows)]
+    s.add_all(chunks)
+    if pgvector.enabled(s):
+        s.flush()
+        pgvector.write(s, [(c.id, c.vector) for c in chunks if c.vector is not None])
     bump_revision(s, kb_id)
 
 
