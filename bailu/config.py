@@ -36,6 +36,34 @@ class ModelConfig:
         return self.model or self.name
 
 
+EMBEDDER_PROVIDERS = ("openai",)
+RERANKER_PROVIDERS = ("rerank-api", "tei", "dashscope")
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """One ``[embedders.NAME]`` or ``[rerankers.NAME]`` entry: a remote embedding or rerank endpoint."""
+
+    name: str
+    provider: str
+    base_url: str
+    model: str
+    api_key: str | None = None
+    timeout: float = 60.0
+    batch_size: int = 16  # embedders: texts per request
+    dimensions: int | None = None  # embedders: sent as ``dimensions`` when set
+
+
+@dataclass(frozen=True)
+class KnowledgeSettings:
+    """``[knowledge]``: the embedder and reranker new knowledge bases get, and the configured ones."""
+
+    embedder: str | None = None  # None: all-MiniLM-L6-v2 when installed, else "none"
+    reranker: str | None = None  # None: no reranking
+    embedders: dict[str, ServiceConfig] = field(default_factory=dict)
+    rerankers: dict[str, ServiceConfig] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class SessionSettings:
     ttl_seconds: int = 3600
@@ -48,6 +76,7 @@ class Settings:
     database_url: str
     models: dict[str, ModelConfig]
     sessions: SessionSettings = SessionSettings()
+    knowledge: KnowledgeSettings = KnowledgeSettings()
     host: str = "127.0.0.1"
     port: int = 8080
     config_file: Path | None = None
@@ -92,6 +121,53 @@ def _model_config(name: str, raw: Any) -> ModelConfig:
     )
 
 
+def _service_config(section: str, name: str, raw: Any, providers: tuple[str, ...]) -> ServiceConfig:
+    where = f"[{section}.{name}]"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be a table")
+    raw = dict(raw)
+    provider = raw.pop("provider", None)
+    if provider not in providers:
+        raise ConfigError(f"{where} provider must be one of {', '.join(providers)}, got {provider!r}")
+    base_url, model = raw.pop("base_url", None), raw.pop("model", None)
+    if not base_url or not model:
+        raise ConfigError(f"{where} needs base_url and model")
+    api_key = raw.pop("api_key", None)
+    api_key_env = raw.pop("api_key_env", None)
+    if api_key is None and api_key_env:
+        api_key = os.environ.get(str(api_key_env))
+    try:
+        timeout = float(raw.pop("timeout", 60.0))
+        batch_size = int(raw.pop("batch_size", 16))
+        dimensions = raw.pop("dimensions", None)
+        dimensions = int(dimensions) if dimensions is not None else None
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where} timeout, batch_size and dimensions must be numbers") from exc
+    if timeout <= 0 or batch_size < 1 or (dimensions is not None and dimensions < 1):
+        raise ConfigError(f"{where} timeout, batch_size and dimensions must be positive")
+    if raw:
+        raise ConfigError(f"{where} has unknown keys: {', '.join(sorted(raw))}")
+    return ServiceConfig(name=name, provider=provider, base_url=str(base_url), model=str(model), api_key=api_key,
+                         timeout=timeout, batch_size=batch_size, dimensions=dimensions)
+
+
+def _knowledge_settings(raw: dict[str, Any]) -> KnowledgeSettings:
+    from bailu.knowledge.embedders import BUILTIN_EMBEDDERS  # names reserved by the built-in embedders
+
+    embedders = {n: _service_config("embedders", n, e, EMBEDDER_PROVIDERS) for n, e in (raw.get("embedders") or {}).items()}
+    rerankers = {n: _service_config("rerankers", n, e, RERANKER_PROVIDERS) for n, e in (raw.get("rerankers") or {}).items()}
+    for name in embedders:
+        if name in BUILTIN_EMBEDDERS:
+            raise ConfigError(f"[embedders.{name}]: {name!r} is the name of a built-in embedder; choose another")
+    section = raw.get("knowledge") or {}
+    embedder, reranker = section.get("embedder"), section.get("reranker")
+    if embedder is not None and embedder not in embedders and embedder not in BUILTIN_EMBEDDERS:
+        raise ConfigError(f"[knowledge] embedder {embedder!r} is neither built in ({', '.join(BUILTIN_EMBEDDERS)}) nor configured in [embedders]")
+    if reranker is not None and reranker not in rerankers:
+        raise ConfigError(f"[knowledge] reranker {reranker!r} is not configured in [rerankers]")
+    return KnowledgeSettings(embedder=embedder, reranker=reranker, embedders=embedders, rerankers=rerankers)
+
+
 def load_settings(
     data_dir: str | Path | None = None,
     config_file: str | Path | None = None,
@@ -132,6 +208,7 @@ def load_settings(
             ttl_seconds=int(sess.get("ttl_seconds", 3600)),
             max_turns=int(sess.get("max_turns", 50)),
         ),
+        knowledge=_knowledge_settings(raw),
         host=host or server.get("host", "127.0.0.1"),
         port=int(port if port is not None else server.get("port", 8080)),
         config_file=cfg_path,

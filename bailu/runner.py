@@ -54,7 +54,7 @@ class Runner:
         self.sessions = SessionStore(db, settings.sessions)
         self._default_ws: str | None = None
         self._specs: dict[tuple[str, int], AppSpec] = {}
-        self.knowledge = Knowledge()
+        self.knowledge = Knowledge(settings.knowledge)
 
     # -- before the model -------------------------------------------------------------------
 

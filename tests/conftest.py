@@ -57,6 +57,24 @@ model_path = "/nonexistent/model.gguf"
 provider = "scripted"
 reply = "{nope}"
 
+[embedders.up-embed]
+provider = "openai"
+base_url = "{up}"
+model = "fake-embed"
+dimensions = 64
+batch_size = 4
+api_key = "embed-secret"
+
+[embedders.up-embed-broken]
+provider = "openai"
+base_url = "{up}"
+model = "fake-500"
+
+[rerankers.up-rerank]
+provider = "rerank-api"
+base_url = "{up}"
+model = "fake-rerank"
+
 [models.up-echo]
 provider = "openai"
 base_url = "{up}"

@@ -12,14 +12,22 @@ test bailu.toml), so one upstream serves every scenario:
 * ``fake-hang``    streams one chunk, then waits for the client to go away
 * ``fake-break``   streams two chunks, then drops the connection
 
-Every request body is recorded in ``requests``; a stream whose client went away
+It also serves the knowledge endpoints: ``/v1/embeddings`` (a hashed bag of words, so
+texts sharing words are near; deliberately not unit length; ``fake-500`` fails), and
+rerank in three shapes — ``/v1/rerank`` (Jina / Cohere), ``/rerank`` (TEI) and DashScope's
+``/api/v1/services/rerank/text-rerank/text-rerank`` — scoring the share of the query's
+words a document contains. Those calls are recorded in ``calls`` as (path, body).
+
+Every chat request body is recorded in ``requests``; a stream whose client went away
 is recorded in ``disconnects`` (by the ``seed`` it carried, if any).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import re
 import socket
 import threading
 import time
@@ -38,6 +46,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _words(text: str) -> list[str]:
+    """Lower-cased words, and each CJK character on its own."""
+    return re.findall(r"[a-z0-9]+|[\u4e00-\u9fff]", text.lower())
+
+
 def _chunk(obj: dict[str, Any]) -> bytes:
     return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n".encode()
 
@@ -47,11 +60,16 @@ class FakeUpstream:
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self.disconnects: list[Any] = []
+        self.calls: list[tuple[str, dict[str, Any]]] = []
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         app = Starlette(routes=[
             Route("/v1/chat/completions", self.completions, methods=["POST"]),
             Route("/v1/models", self.models, methods=["GET"]),
+            Route("/v1/embeddings", self.embeddings, methods=["POST"]),
+            Route("/v1/rerank", self.rerank, methods=["POST"]),
+            Route("/rerank", self.rerank, methods=["POST"]),
+            Route("/api/v1/services/rerank/text-rerank/text-rerank", self.rerank, methods=["POST"]),
         ])
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -77,6 +95,35 @@ class FakeUpstream:
 
     async def models(self, request: Request) -> Response:
         return JSONResponse({"object": "list", "data": [{"id": "fake-echo", "object": "model"}]})
+
+    async def embeddings(self, request: Request) -> Response:
+        body = await request.json()
+        self.calls.append((request.url.path, body))
+        if body.get("model") == "fake-500":
+            return JSONResponse({"error": {"message": "embedding backend down"}}, status_code=500)
+        dim = int(body.get("dimensions") or 32)
+        data = []
+        for i, text in enumerate(body["input"]):
+            vec = [0.0] * dim
+            for word in _words(text):
+                vec[int(hashlib.md5(word.encode()).hexdigest(), 16) % dim] += 3.0
+            data.append({"object": "embedding", "index": i, "embedding": vec})
+        data.reverse()  # answers in any order carry their index
+        return JSONResponse({"object": "list", "data": data, "model": body.get("model"), "usage": {"prompt_tokens": 1, "total_tokens": 1}})
+
+    async def rerank(self, request: Request) -> Response:
+        body = await request.json()
+        path = request.url.path
+        self.calls.append((path, body))
+        query, docs = (body["input"]["query"], body["input"]["documents"]) if path.startswith("/api/") else (body["query"], body.get("documents") or body.get("texts"))
+        wanted = set(_words(query))
+        scores = [round(len(wanted & set(_words(d))) / max(len(wanted), 1), 4) for d in docs]
+        if path == "/rerank":  # TEI
+            return JSONResponse([{"index": i, "score": s} for i, s in sorted(enumerate(scores), key=lambda t: -t[1])])
+        results = [{"index": i, "relevance_score": s} for i, s in sorted(enumerate(scores), key=lambda t: -t[1])]
+        if path.startswith("/api/"):
+            return JSONResponse({"output": {"results": results}, "usage": {"total_tokens": 1}, "request_id": "r1"})
+        return JSONResponse({"id": "r1", "model": body.get("model"), "results": results})
 
     async def completions(self, request: Request) -> Response:
         body = await request.json()

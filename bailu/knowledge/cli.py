@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import sys
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import click
 
+from bailu.errors import BailuError, InvalidParameter
 from bailu.knowledge import store as kb_store
 from bailu.knowledge.chunking import DEFAULT_CHUNK_SIZE, DEFAULT_OVERLAP, check_sizes
-from bailu.knowledge.embedders import default_embedder_name
+from bailu.knowledge.embedders import Embedders
 from bailu.knowledge.ingest import run_job
 from bailu.knowledge.parsing import SUPPORTED, file_type
-from bailu.knowledge.retrieval import Retriever
-from bailu.errors import InvalidParameter
-from bailu.knowledge.service import add_files, delete_chunk, edit_chunk, remove_file
+from bailu.knowledge.service import Knowledge, add_files, delete_chunk, edit_chunk, remove_file
 from bailu.store.db import Database
 from bailu.store.tables import KbFile, KbJob, KnowledgeBase
 
@@ -42,17 +41,24 @@ def register(main: click.Group, store_options: Any, open_store: Any, workspace_i
     @click.option("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, show_default=True, help="Characters per chunk (1-6000).")
     @click.option("--overlap", type=int, default=DEFAULT_OVERLAP, show_default=True, help="Characters repeated between chunks (0-1024).")
     @click.option("--structured", is_flag=True, help="A table knowledge base: one chunk per row (csv, xlsx).")
+    @click.option("--embedder", help="all-MiniLM-L6-v2, none, or an [embedders.NAME] of bailu.toml (default: [knowledge] embedder).")
+    @click.option("--reranker", help="An [rerankers.NAME] of bailu.toml, or none (default: [knowledge] reranker).")
     @store_options
-    def kb_create(name: str, workspace: str | None, chunk_size: int, overlap: int, structured: bool, data_dir: str | None, config_file: str | None) -> None:
+    def kb_create(name: str, workspace: str | None, chunk_size: int, overlap: int, structured: bool, embedder: str | None, reranker: str | None,
+                  data_dir: str | None, config_file: str | None) -> None:
         """Create a knowledge base; prints its id (the pipeline_id apps use)."""
         try:
             check_sizes(chunk_size, overlap)
         except ValueError as exc:
             raise click.BadParameter(str(exc)) from None
-        with open_store(data_dir, config_file) as (_, db):
+        with open_store(data_dir, config_file) as (settings, db):
+            try:
+                embedder, reranker = Knowledge(settings.knowledge).choose(embedder, reranker)  # checks names only: opens nothing
+            except InvalidParameter as exc:
+                raise click.BadParameter(exc.message) from None
             ws = workspace_id(db, workspace)
             with db.write() as s:
-                new = kb_store.create_kb(s, ws, name, chunk_size=chunk_size, overlap=overlap, structured=structured, embedder=default_embedder_name())
+                new = kb_store.create_kb(s, ws, name, chunk_size=chunk_size, overlap=overlap, structured=structured, embedder=embedder, reranker=reranker)
                 click.echo(new.id)
 
     @kb.command("add")
@@ -80,15 +86,16 @@ def register(main: click.Group, store_options: Any, open_store: Any, workspace_i
             uploads = [(Path(p).name, Path(p).read_bytes()) for p in files]
             job_id, ids = add_files(db, settings.data_dir, target, uploads, tag_list, meta)
             if wait:
-                failed = _wait(db, settings.data_dir, job_id, ids)
+                with Knowledge(settings.knowledge) as knowledge:
+                    failed = _wait(db, settings.data_dir, job_id, ids, knowledge.embedders)
             for file_id in ids:
                 click.echo(file_id)
             if wait and failed:
                 raise click.ClickException("; ".join(failed))
 
-    def _wait(db: Database, data_dir: Path, job_id: str, ids: list[str]) -> list[str]:
+    def _wait(db: Database, data_dir: Path, job_id: str, ids: list[str], embedders: Embedders) -> list[str]:
         with click.progressbar(length=len(ids), label="indexing", file=sys.stderr) as bar:  # type: ignore[operator]
-            run_job(db, data_dir, job_id)  # unless the server claimed it first
+            run_job(db, data_dir, job_id, embedders)  # unless the server claimed it first
             done: set[str] = set()
             while True:
                 with db.read() as s:
@@ -115,11 +122,15 @@ def register(main: click.Group, store_options: Any, open_store: Any, workspace_i
     @store_options
     def kb_retrieve(kb_ref: str, query: str, workspace: str | None, top_k: int, as_json: bool, data_dir: str | None, config_file: str | None) -> None:
         """Search a knowledge base, best first."""
-        with open_store(data_dir, config_file) as (_, db):
+        with open_store(data_dir, config_file) as (settings, db):
             ws = workspace_id(db, workspace)
             target = _kb(db, ws, kb_ref)
             with db.read() as s:
-                hits = Retriever().retrieve(s, [target], query, top_k=top_k)
+                try:
+                    with Knowledge(settings.knowledge) as knowledge:
+                        hits = knowledge.retriever.retrieve(s, [target], query, top_k=top_k)
+                except BailuError as exc:
+                    raise click.ClickException(exc.message) from None
         if as_json:
             click.echo(json.dumps([{"doc_id": h.doc_id, "doc_name": h.doc_name, "title": h.title, "text": h.text, "score": h.score} for h in hits], ensure_ascii=False))
             return
@@ -178,10 +189,12 @@ def register(main: click.Group, store_options: Any, open_store: Any, workspace_i
     @click.option("--workspace", help="Workspace id or name.")
     @store_options
     def kb_chunk_update(chunk_id: int, text: str | None, title: str | None, enabled: bool | None, workspace: str | None, data_dir: str | None, config_file: str | None) -> None:
-        with open_store(data_dir, config_file) as (_, db):
+        with open_store(data_dir, config_file) as (settings, db):
             ws = workspace_id(db, workspace)
             with db.write() as s:
-                if edit_chunk(s, ws, chunk_id, text=text, title=title, enabled=enabled) is None:
+                with Knowledge(settings.knowledge) as knowledge:
+                    found = edit_chunk(s, ws, chunk_id, text=text, title=title, enabled=enabled, embedders=knowledge.embedders)
+                if found is None:
                     raise click.ClickException(f"no chunk {chunk_id} in workspace {ws}")
             click.echo(chunk_id)
 

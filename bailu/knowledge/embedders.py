@@ -1,29 +1,46 @@
 """Embedders: text → L2-normalised float32 vectors, behind one small interface.
 
+Built in:
+
 * ``all-MiniLM-L6-v2`` — the embedded default, on onnxruntime (bailu.knowledge.minilm);
   strong on English, weak on Chinese (lexical retrieval carries Chinese queries).
 * ``none`` — no vectors: lexical retrieval only.
+
+Configured: every ``[embedders.NAME]`` of bailu.toml, an OpenAI-compatible ``/embeddings``
+endpoint (DashScope's compatible mode, vLLM, Ollama, TEI, ...; bailu.knowledge.remote).
+
+A knowledge base records the name of the embedder it was indexed with; queries on it are
+embedded by the same one.
 """
 
 from __future__ import annotations
 
 import threading
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from bailu.errors import ModelUnavailable
+
+if TYPE_CHECKING:
+    from bailu.config import KnowledgeSettings, ServiceConfig
+
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
+BUILTIN_EMBEDDERS = (DEFAULT_EMBEDDER, "none")
 
 
 class Embedder(Protocol):
     name: str
-    dim: int
 
     def embed(self, texts: list[str]) -> np.ndarray: ...
 
 
-_cache: dict[str, Embedder] = {}
-_lock = threading.Lock()
+class Closeable(Protocol):
+    def close(self) -> None: ...
+
+
+_minilm: Embedder | None = None
+_minilm_lock = threading.Lock()
 
 
 def default_embedder_name() -> str:
@@ -39,14 +56,59 @@ def default_embedder_name() -> str:
     return DEFAULT_EMBEDDER
 
 
-def get_embedder(name: str) -> Embedder | None:
-    if name == "none":
-        return None
-    with _lock:
-        if name not in _cache:
-            if name != DEFAULT_EMBEDDER:
-                raise ValueError(f"unknown embedder {name!r}")
-            from bailu.knowledge.minilm import MiniLMEmbedder
+class Embedders:
+    """The embedders this process can use: the built-in ones and the configured ones."""
 
-            _cache[name] = MiniLMEmbedder()
-        return _cache[name]
+    def __init__(self, settings: KnowledgeSettings | None = None) -> None:
+        self._configs: dict[str, ServiceConfig] = dict(settings.embedders) if settings else {}
+        self._default = settings.embedder if settings else None
+        self._clients: dict[str, Embedder] = {}
+        self._lock = threading.Lock()
+
+    def default_name(self) -> str:
+        """The embedder new knowledge bases get: ``[knowledge] embedder``, else the built-in default."""
+        return self._default or default_embedder_name()
+
+    def names(self) -> list[str]:
+        return [*BUILTIN_EMBEDDERS, *self._configs]
+
+    def known(self, name: str) -> bool:
+        return name in BUILTIN_EMBEDDERS or name in self._configs
+
+    def get(self, name: str) -> Embedder | None:
+        """The embedder ``name`` (None for ``none``); one that is no longer configured is a 503 naming it."""
+        global _minilm
+        if name == "none":
+            return None
+        if name == DEFAULT_EMBEDDER:
+            with _minilm_lock:  # one per process: the ONNX session is shared
+                if _minilm is None:
+                    from bailu.knowledge.minilm import MiniLMEmbedder
+
+                    _minilm = MiniLMEmbedder()
+                return _minilm
+        config = self._configs.get(name)
+        if config is None:
+            raise ModelUnavailable(f"The embedder '{name}' of this knowledge base is not configured: add [embedders.{name}] to bailu.toml.")
+        with self._lock:
+            if name not in self._clients:
+                from bailu.knowledge.remote import OpenAIEmbedder
+
+                self._clients[name] = OpenAIEmbedder(config)
+            return self._clients[name]
+
+    def close(self) -> None:
+        """Close the configured embedders' connections (the built-in ones hold none)."""
+        with self._lock:
+            clients, self._clients = self._clients, {}
+        for client in clients.values():
+            if hasattr(client, "close"):
+                client.close()
+
+
+_builtin = Embedders()
+
+
+def get_embedder(name: str) -> Embedder | None:
+    """A built-in embedder (or a configured one's error): for code that has no settings."""
+    return _builtin.get(name)

@@ -23,7 +23,7 @@ from sqlalchemy import update
 from bailu.errors import BailuError
 from bailu.knowledge import store as kb_store
 from bailu.knowledge.chunking import chunk_blocks
-from bailu.knowledge.embedders import get_embedder
+from bailu.knowledge.embedders import Embedders
 from bailu.knowledge.lexical import chunk_tokens
 from bailu.knowledge.parsing import ParseError, parse
 from bailu.store.db import Database
@@ -35,8 +35,9 @@ HEARTBEAT_SECONDS = 10.0  # well under kb_store.STALE_JOB
 EMBED_BATCH = 512  # chunks of several files embedded in one call
 
 
-def run_job(db: Database, data_dir: Path, job_id: str) -> bool:
+def run_job(db: Database, data_dir: Path, job_id: str, embedders: Embedders | None = None) -> bool:
     """Run one job if it is still PENDING; returns whether this call ran it."""
+    embedders = embedders or Embedders()
     with db.write() as s:
         if not kb_store.claim_job(s, job_id):
             return False
@@ -67,9 +68,9 @@ def run_job(db: Database, data_dir: Path, job_id: str) -> bool:
             if rows:
                 batch.append((file_id, rows))
             if sum(len(r) for _, r in batch) >= EMBED_BATCH:
-                _store(db, kb, batch, job_id)
+                _store(db, kb, batch, job_id, embedders)
                 batch = []
-        _store(db, kb, batch, job_id)
+        _store(db, kb, batch, job_id, embedders)
         final, message = "COMPLETED", ""
     except Exception:  # noqa: BLE001 - the job's own failure is recorded, not raised
         log.exception("job %s failed", job_id)
@@ -82,14 +83,14 @@ def run_job(db: Database, data_dir: Path, job_id: str) -> bool:
     return True
 
 
-def run_pending(db: Database, data_dir: Path, *, recover: bool = False) -> int:
+def run_pending(db: Database, data_dir: Path, *, recover: bool = False, embedders: Embedders | None = None) -> int:
     """Run every PENDING job; with ``recover``, first put crashed RUNNING jobs back to PENDING."""
     if recover:
         with db.write() as s:
             kb_store.recover_stale_jobs(s)
     with db.read() as s:
         jobs = kb_store.pending_jobs(s)
-    return sum(run_job(db, data_dir, j) for j in jobs)
+    return sum(run_job(db, data_dir, j, embedders) for j in jobs)
 
 
 def _internal_error(db: Database, file_ids: list[str], exc: Exception | None = None) -> None:
@@ -139,23 +140,23 @@ def _prepare_file(db: Database, data_dir: Path, kb: KnowledgeBase, file_id: str)
     return rows
 
 
-def _store(db: Database, kb: KnowledgeBase, batch: list[tuple[str, list[dict[str, Any]]]], job_id: str) -> None:
+def _store(db: Database, kb: KnowledgeBase, batch: list[tuple[str, list[dict[str, Any]]]], job_id: str, embedders: Embedders) -> None:
     """Embed the chunks of several files in one call (longer runs of similar lengths pad less),
     then store each file's chunks, all in one transaction: one revision for the whole batch."""
     if not batch:
         return
-    embedder = get_embedder(kb.embedder)
-    if embedder is not None:
-        try:
+    try:
+        embedder = embedders.get(kb.embedder)
+        if embedder is not None:
             texts = [f"{r['title']}\n{r['text']}" for _, rows in batch for r in rows]
             vectors = iter(embedder.embed(texts).astype(np.float32))
-        except Exception as exc:  # noqa: BLE001 - the batch's files fail, not the job
-            log.exception("job %s: embedding %d files failed", job_id, len(batch))
-            _internal_error(db, [fid for fid, _ in batch], exc)
-            return
-        for _, rows in batch:
-            for row in rows:
-                row["vector"] = next(vectors).tobytes()
+            for _, rows in batch:
+                for row in rows:
+                    row["vector"] = next(vectors).tobytes()
+    except Exception as exc:  # noqa: BLE001 - the batch's files fail, not the job
+        log.exception("job %s: embedding %d files failed", job_id, len(batch))
+        _internal_error(db, [fid for fid, _ in batch], exc)
+        return
     with db.write() as s:
         for file_id, rows in batch:
             if s.get(KbFile, file_id) is None:  # deleted meanwhile

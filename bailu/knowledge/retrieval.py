@@ -32,7 +32,9 @@ from sqlalchemy import null, select
 from sqlalchemy.orm import Session
 
 from bailu.knowledge import pgvector
-from bailu.knowledge.embedders import get_embedder
+from bailu.errors import ModelServiceFailed
+from bailu.knowledge.embedders import Embedders
+from bailu.knowledge.rerankers import Rerankers
 from bailu.knowledge.lexical import LexicalIndex, chunk_tokens
 from bailu.store.tables import KbChunk, KbFile, KnowledgeBase
 
@@ -96,9 +98,11 @@ class Snapshot:
 
 
 class Retriever:
-    """Per-process cache of knowledge-base snapshots."""
+    """Per-process cache of knowledge-base snapshots, and the search over them."""
 
-    def __init__(self) -> None:
+    def __init__(self, embedders: Embedders | None = None, rerankers: Rerankers | None = None) -> None:
+        self.embedders = embedders or Embedders()
+        self.rerankers = rerankers or Rerankers()
         self._snapshots: dict[str, Snapshot] = {}
         self._lock = threading.Lock()
 
@@ -131,21 +135,28 @@ class Retriever:
             lists = [_standardised(lex, [int(i) for i in _top(lex, candidates) if lex[i] > 0], floor=0.0)]
             if (snap.vectors is not None or snap.dense_in_db) and use_dense:
                 if snap.embedder not in vectors:
-                    embedder = get_embedder(snap.embedder)
+                    embedder = self.embedders.get(snap.embedder)
                     assert embedder is not None
                     vectors[snap.embedder] = embedder.embed([query])[0]
                 if snap.vectors is not None:
+                    if snap.vectors.shape[1] != len(vectors[snap.embedder]):
+                        raise ModelServiceFailed(
+                            f"Knowledge base '{kb.id}' holds {snap.vectors.shape[1]}-dimensional vectors but its embedder "
+                            f"'{snap.embedder}' now returns {len(vectors[snap.embedder])}: re-add its files, or restore the embedder's settings."
+                        )
                     dense = np.where(keep, snap.vectors @ vectors[snap.embedder], -np.inf)
                 else:
                     dense = _dense_in_db(s, kb.id, snap, vectors[snap.embedder], keep, candidates)
                 lists.append(_standardised(dense, [int(i) for i in _top(dense, candidates) if np.isfinite(dense[i])], floor=None))
-            union = {i for z, _ in lists for i in z}
-            for i in union:
-                z = sum(scores.get(i, missing) for scores, missing in lists) / len(lists)
-                fused.append((z, kb.id, i))
+            union = sorted({i for z, _ in lists for i in z})
+            zs = [sum(scores.get(i, missing) for scores, missing in lists) / len(lists) for i in union]
+            if kb.reranker and union:
+                reranked = self.rerankers.get(kb.reranker).rerank(query, [f"{snap.titles[i]}\n{snap.texts[i]}" for i in union])
+                fused += [(score, kb.id, i) for score, i in zip(reranked, union, strict=True)]
+            else:
+                fused += [(1.0 / (1.0 + math.exp(-z)), kb.id, i) for z, i in zip(zs, union, strict=True)]
         hits = []
-        for z, kb_id, i in sorted(fused, key=lambda t: -t[0]):
-            score = 1.0 / (1.0 + math.exp(-z))
+        for score, kb_id, i in sorted(fused, key=lambda t: -t[0]):
             if score < threshold:
                 break
             snap = snaps[kb_id]

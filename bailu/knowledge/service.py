@@ -10,11 +10,13 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from bailu.appspec import AppSpec
+from bailu.config import KnowledgeSettings
 from bailu.calls import AppCall
 from bailu.errors import InvalidParameter
 from bailu.knowledge import pgvector
 from bailu.knowledge import store as kb_store
-from bailu.knowledge.embedders import get_embedder
+from bailu.knowledge.embedders import Embedders
+from bailu.knowledge.rerankers import Rerankers
 from bailu.knowledge.lexical import chunk_tokens
 from bailu.knowledge.retrieval import Filters, Hit, Retriever
 from bailu.store.db import Database
@@ -60,7 +62,8 @@ def remove_file(db: Database, data_dir: Path, workspace_id: str, file_id: str) -
     return True
 
 
-def edit_chunk(s: Session, workspace_id: str, chunk_id: int, *, text: str | None = None, title: str | None = None, enabled: bool | None = None) -> KbChunk | None:
+def edit_chunk(s: Session, workspace_id: str, chunk_id: int, *, text: str | None = None, title: str | None = None, enabled: bool | None = None,
+               embedders: Embedders | None = None) -> KbChunk | None:
     """Change a chunk's text (re-embedded), title, or whether it takes part in retrieval."""
     c = s.get(KbChunk, chunk_id)
     if c is None or kb_store.get_kb(s, workspace_id, c.kb_id) is None:
@@ -72,7 +75,7 @@ def edit_chunk(s: Session, workspace_id: str, chunk_id: int, *, text: str | None
     if text is not None or title is not None:
         c.tokens = chunk_tokens(c.title, c.text)
         kb = s.get(KnowledgeBase, c.kb_id)
-        embedder = get_embedder(kb.embedder) if kb is not None else None
+        embedder = (embedders or Embedders()).get(kb.embedder) if kb is not None else None
         if embedder is not None:
             c.vector = embedder.embed([f"{c.title}\n{c.text}"])[0].astype("float32").tobytes()
             if pgvector.enabled(s):
@@ -94,8 +97,31 @@ def delete_chunk(s: Session, workspace_id: str, chunk_id: int) -> bool:
 
 
 class Knowledge:
-    def __init__(self) -> None:
-        self.retriever = Retriever()
+    """The knowledge layer of one process: its embedders, rerankers and retriever."""
+
+    def __init__(self, settings: KnowledgeSettings | None = None) -> None:
+        self.embedders = Embedders(settings)
+        self.rerankers = Rerankers(settings)
+        self.retriever = Retriever(self.embedders, self.rerankers)
+
+    def close(self) -> None:
+        self.embedders.close()
+        self.rerankers.close()
+
+    def __enter__(self) -> Knowledge:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def choose(self, embedder: str | None, reranker: str | None) -> tuple[str, str | None]:
+        """A new knowledge base's embedder and reranker: the ones asked for (400 when unknown), else the defaults."""
+        if embedder is not None and not self.embedders.known(embedder):
+            raise InvalidParameter(f"embedder: '{embedder}' is not an embedder here (known: {', '.join(self.embedders.names())}).")
+        if reranker is not None and reranker != "none" and not self.rerankers.known(reranker):
+            raise InvalidParameter(f"reranker: '{reranker}' is not configured in [rerankers].")
+        chosen_reranker = self.rerankers.default_name() if reranker is None else (None if reranker == "none" else reranker)
+        return embedder or self.embedders.default_name(), chosen_reranker
 
     @staticmethod
     def wanted(spec: AppSpec, call: AppCall) -> bool:

@@ -41,11 +41,12 @@ def file_path(data_dir: Path, file_id: str, name: str) -> Path:
     return data_dir / "files" / f"{file_id}{safe}"
 
 
-def create_kb(s: Session, workspace_id: str, name: str, *, chunk_size: int, overlap: int, structured: bool, embedder: str, description: str = "") -> KnowledgeBase:
+def create_kb(s: Session, workspace_id: str, name: str, *, chunk_size: int, overlap: int, structured: bool, embedder: str, description: str = "",
+              reranker: str | None = None) -> KnowledgeBase:
     kb = KnowledgeBase(
         id=new_kb_id(), workspace_id=workspace_id, name=name, description=description,
         structure_type="structured" if structured else "unstructured",
-        chunk_size=chunk_size, overlap=overlap, embedder=embedder, revision=0, created_at=now(),
+        chunk_size=chunk_size, overlap=overlap, embedder=embedder, reranker=reranker, revision=0, created_at=now(),
     )
     s.add(kb)
     s.flush()

@@ -19,7 +19,6 @@ from sqlalchemy import select
 from bailu.errors import InvalidApiKey, InvalidParameter, NotFound, WorkspaceAccessDenied
 from bailu.knowledge import store as kb_store
 from bailu.knowledge.chunking import DEFAULT_CHUNK_SIZE, DEFAULT_OVERLAP, check_sizes
-from bailu.knowledge.embedders import default_embedder_name
 from bailu.knowledge.retrieval import Filters
 from bailu.knowledge.service import add_files, delete_chunk, edit_chunk, remove_file
 from bailu.runner import Runner, bearer_token
@@ -38,6 +37,8 @@ class KbCreate(BaseModel):
     chunk_size: int = DEFAULT_CHUNK_SIZE
     overlap: int = DEFAULT_OVERLAP
     structured: bool = False
+    embedder: str | None = Field(default=None, description="an embedder of this server (default: [knowledge] embedder)")
+    reranker: str | None = Field(default=None, description="a configured reranker, or 'none' (default: [knowledge] reranker)")
 
 
 class RetrieveRequest(BaseModel):
@@ -82,7 +83,7 @@ Workspace = Annotated[str, Depends(workspace)]
 
 def kb_json(kb: KnowledgeBase) -> dict[str, Any]:
     return {"id": kb.id, "name": kb.name, "description": kb.description, "structure_type": kb.structure_type,
-            "chunk_size": kb.chunk_size, "overlap": kb.overlap, "embedder": kb.embedder, "created_at": kb.created_at.isoformat()}
+            "chunk_size": kb.chunk_size, "overlap": kb.overlap, "embedder": kb.embedder, "reranker": kb.reranker, "created_at": kb.created_at.isoformat()}
 
 
 def file_json(f: KbFile) -> dict[str, Any]:
@@ -110,9 +111,11 @@ def create_kb(request: Request, ws: Workspace, body: KbCreate) -> dict[str, Any]
         check_sizes(body.chunk_size, body.overlap)
     except ValueError as exc:
         raise InvalidParameter(str(exc)) from None
-    with _runner(request).db.write() as s:
-        kb = kb_store.create_kb(s, ws, body.name, chunk_size=body.chunk_size, overlap=body.overlap,
-                                structured=body.structured, embedder=default_embedder_name(), description=body.description)
+    runner = _runner(request)
+    embedder, reranker = runner.knowledge.choose(body.embedder, body.reranker)
+    with runner.db.write() as s:
+        kb = kb_store.create_kb(s, ws, body.name, chunk_size=body.chunk_size, overlap=body.overlap, structured=body.structured,
+                                embedder=embedder, reranker=reranker, description=body.description)
         return kb_json(kb)
 
 
@@ -219,8 +222,9 @@ def list_chunks(request: Request, ws: Workspace, kb_id: str, file_id: str | None
 @router.patch("/chunks/{chunk_id}")
 def update_chunk(request: Request, ws: Workspace, chunk_id: int, body: ChunkUpdate) -> dict[str, Any]:
     """Edit a chunk's text or title (it is re-embedded), or take it out of retrieval (``enabled: false``)."""
-    with _runner(request).db.write() as s:
-        c = edit_chunk(s, ws, chunk_id, text=body.text, title=body.title, enabled=body.enabled)
+    runner = _runner(request)
+    with runner.db.write() as s:
+        c = edit_chunk(s, ws, chunk_id, text=body.text, title=body.title, enabled=body.enabled, embedders=runner.knowledge.embedders)
         if c is None:
             raise NotFound(f"No chunk {chunk_id} in this workspace.")
         return chunk_json(c)

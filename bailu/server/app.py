@@ -19,6 +19,7 @@ from bailu import __version__, ids
 from bailu.calls import parse_app_call
 from bailu.config import Settings
 from bailu.errors import InvalidParameter
+from bailu.knowledge.embedders import Embedders
 from bailu.models import ModelRegistry
 from bailu.runner import Prepared, Runner
 from bailu.server import admin
@@ -49,10 +50,11 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        worker = asyncio.ensure_future(_index_worker(database, settings))
+        worker = asyncio.ensure_future(_index_worker(database, settings, runner.knowledge.embedders))
         yield
         worker.cancel()
         await models.aclose()
+        runner.knowledge.close()
         if db is None:
             database.dispose()
 
@@ -117,7 +119,7 @@ async def _body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
-async def _index_worker(db: Database, settings: Settings, every: float = 1.0) -> None:
+async def _index_worker(db: Database, settings: Settings, embedders: Embedders, every: float = 1.0) -> None:
     """Runs knowledge-base indexing jobs in this process, one at a time, off the event loop;
     jobs left RUNNING by a crashed process resume (bailu.knowledge.ingest). Every ten
     minutes it also deletes expired sessions."""
@@ -131,7 +133,7 @@ async def _index_worker(db: Database, settings: Settings, every: float = 1.0) ->
     while True:
         recover = passes % 30 == 0  # look for crashed jobs at start and every 30 passes
         try:
-            await anyio.to_thread.run_sync(lambda: run_pending(db, settings.data_dir, recover=recover))
+            await anyio.to_thread.run_sync(lambda: run_pending(db, settings.data_dir, recover=recover, embedders=embedders))
             if passes % 600 == 0:
                 await anyio.to_thread.run_sync(purge_expired, db, settings.sessions.ttl_seconds)
         except Exception:  # noqa: BLE001 - keep the worker alive; the job records its own failure

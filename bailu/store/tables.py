@@ -101,6 +101,7 @@ class KnowledgeBase(Base):
     chunk_size: Mapped[int] = mapped_column(Integer)
     overlap: Mapped[int] = mapped_column(Integer)
     embedder: Mapped[str] = mapped_column(String(100))
+    reranker: Mapped[str | None] = mapped_column(String(100), nullable=True)  # None: no reranking
     #: bumped on every change to its chunks, so in-process indexes know when to rebuild
     revision: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

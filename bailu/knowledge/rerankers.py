@@ -1,0 +1,59 @@
+"""Rerankers: score a query against candidate chunks, 0–1, more relevant higher.
+
+None is built in (a cross-encoder would add a model download); each ``[rerankers.NAME]``
+of bailu.toml names an endpoint (bailu.knowledge.remote): ``rerank-api`` (the
+Jina / Cohere ``/rerank`` shape that vLLM, llama.cpp's server, Xinference and LocalAI
+serve), ``tei`` (Hugging Face text-embeddings-inference) or ``dashscope`` (gte-rerank).
+A knowledge base names its reranker (like Bailian's ``RerankModelName``); with one, the
+fused candidates are reordered by it and its score is the one reported and thresholded.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Protocol
+
+from bailu.errors import ModelUnavailable
+
+if TYPE_CHECKING:
+    from bailu.config import KnowledgeSettings, ServiceConfig
+
+
+class Reranker(Protocol):
+    name: str
+
+    def rerank(self, query: str, documents: list[str]) -> list[float]:
+        """One relevance score per document, in their order."""
+        ...
+
+
+class Rerankers:
+    def __init__(self, settings: KnowledgeSettings | None = None) -> None:
+        self._configs: dict[str, ServiceConfig] = dict(settings.rerankers) if settings else {}
+        self._default = settings.reranker if settings else None
+        self._clients: dict[str, Reranker] = {}
+        self._lock = threading.Lock()
+
+    def default_name(self) -> str | None:
+        return self._default
+
+    def known(self, name: str) -> bool:
+        return name in self._configs
+
+    def get(self, name: str) -> Reranker:
+        config = self._configs.get(name)
+        if config is None:
+            raise ModelUnavailable(f"The reranker '{name}' of this knowledge base is not configured: add [rerankers.{name}] to bailu.toml.")
+        with self._lock:
+            if name not in self._clients:
+                from bailu.knowledge.remote import ApiReranker
+
+                self._clients[name] = ApiReranker(config)
+            return self._clients[name]
+
+    def close(self) -> None:
+        with self._lock:
+            clients, self._clients = self._clients, {}
+        for client in clients.values():
+            if hasattr(client, "close"):
+                client.close()
