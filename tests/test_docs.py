@@ -111,3 +111,38 @@ async def test_model_examples_call_through(block: str, tmp_path: Path, monkeypat
         assert sent["chat_template_kwargs"] == {"enable_thinking": False}
     if "api_key_env" in block:
         assert upstream.headers[-1]["authorization"] in ("Bearer ds-key", "Bearer oa-key")
+
+
+def test_knowledge_toml_example_runs_against_each_endpoint(upstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """docs/knowledge.md's [embedders] / [rerankers] load, and each one works with its base_url
+    pointed at the recording fake upstream (same provider, same request shape)."""
+    from bailu.knowledge.embedders import Embedders
+    from bailu.knowledge.rerankers import Rerankers
+
+    monkeypatch.setenv("DASHSCOPE_API_KEY", "k")
+    (block,) = blocks(DOCS / "knowledge.md", "toml")
+    root = upstream.base_url.removesuffix("/v1")
+    paths = {"openai": "/v1", "rerank-api": "/v1", "tei": "", "dashscope": "/api/v1"}
+    settings = load_settings(tmp_path, _write(tmp_path / "k.toml", block)).knowledge
+    assert settings.embedder == "qwen-embed" and settings.reranker == "gte-rerank"
+    local = re.sub(r'base_url = "[^"]*"\nmodel = "([^"]*)"', lambda m: f'base_url = "@@"\nmodel = "{m.group(1)}"', block)
+    for section in re.split(r"(?=^\[)", local, flags=re.M):
+        kind = re.search(r'provider = "([^"]+)"', section)
+        if kind:
+            local = local.replace(section, section.replace("@@", root + paths[kind.group(1)]))
+    settings = load_settings(tmp_path, _write(tmp_path / "l.toml", local)).knowledge
+    embedders, rerankers = Embedders(settings), Rerankers(settings)
+    try:
+        for name in settings.embedders:
+            embedder = embedders.get(name)
+            assert embedder is not None and embedder.embed(["百炼 手机"]).shape[0] == 1
+        for name in settings.rerankers:
+            assert rerankers.get(name).rerank("roasted coffee", ["tea", "roasted coffee"]) == [0.0, 1.0]
+    finally:
+        embedders.close()
+        rerankers.close()
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path

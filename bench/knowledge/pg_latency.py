@@ -19,7 +19,8 @@ knowledge base, and an index over the whole table is an index over it):
    dimension, L2-normalised). ``make_scale_kb`` leaves ``kb_chunks.embedding`` (the pgvector
    column of migration 0004) empty, so it is then filled from the stored float32 bytes
    (``--fill``: binary COPY into a temporary table + one ``UPDATE ... FROM``, the fastest of the
-   three; ``text`` COPY; or ``executemany``, bailu's own ``pgvector.write`` statement), and the
+   three: 0.4 s for 10k rows on 2 cores, against 2.9 s for ``text`` COPY and 3.4 s for
+   ``executemany``, bailu's own ``pgvector.write`` statement), and the
    table is compacted (``VACUUM FULL ANALYZE``) so that its layout does not depend on the way it
    was filled.
 2. Two ``Database`` objects on that database: one as bailu runs it (``pgvector.enabled`` → the
