@@ -475,3 +475,44 @@ def test_pgvector_holds_the_vectors_and_answers_the_dense_list(kb_env) -> None: 
     with db.read() as s:
         moved = pgvector.nearest(s, kb.id, embedder.embed(["steamed green tea leaves"])[0], 1)
         assert moved[0][0] == coffee
+
+
+def test_pgvector_large_knowledge_bases_get_an_hnsw_index(kb_env, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    from bailu.knowledge import pgvector
+    from bailu.knowledge.embedders import DEFAULT_EMBEDDER, default_embedder_name, get_embedder
+
+    db, ws, data_dir = kb_env
+    if db.is_sqlite:
+        pytest.skip("pgvector is PostgreSQL's")
+    if default_embedder_name() != DEFAULT_EMBEDDER:
+        pytest.skip("the MiniLM embedder is not installed")
+    monkeypatch.setattr(pgvector, "HNSW_MIN_CHUNKS", 8)  # the mark, lowered: the mechanism is what is tested
+    with db.write() as s:
+        small = kb_store.create_kb(s, ws, "small", chunk_size=100, overlap=0, structured=False, embedder=DEFAULT_EMBEDDER)
+        big = kb_store.create_kb(s, ws, "big", chunk_size=100, overlap=0, structured=False, embedder=DEFAULT_EMBEDDER)
+    run_job(db, data_dir, add(db, data_dir, small, {"a.md": b"# A\n\nOne short note."})[0])
+    topics = ["coffee beans are roasted", "green tea is steamed", "bread dough rises", "rice is simmered", "cheese is aged", "wine is fermented",
+              "tofu is pressed", "noodles are pulled", "honey is harvested", "butter is churned"]
+    run_job(db, data_dir, add(db, data_dir, big, {f"t{i}.md": f"# T{i}\n\n{t.capitalize()} slowly.".encode() for i, t in enumerate(topics)})[0])
+    with db.read() as s:
+        assert pgvector.hnsw_dimension(s, small.id) is None and pgvector.hnsw_dimension(s, big.id) == 384
+        assert s.scalar(text("SELECT attstorage FROM pg_attribute WHERE attrelid = 'kb_chunks'::regclass AND attname = 'embedding'")) == "m"
+        kb = kb_store.get_kb(s, ws, big.id)
+        snap = Retriever().snapshot(s, kb)
+        assert snap.hnsw_dim == 384  # the revision was bumped after the index was built
+    embedder = get_embedder(DEFAULT_EMBEDDER)
+    assert embedder is not None
+    q = embedder.embed(["how is cheese aged"])[0]
+    with db.read() as s:
+        exact = pgvector.nearest(s, big.id, q, 5)
+        ann = pgvector.nearest(s, big.id, q, 5, hnsw_dim=384)
+        assert [c for c, _ in ann] == [c for c, _ in exact] and [v for _, v in ann] == pytest.approx([v for _, v in exact], abs=1e-5)
+    with db.read() as s:  # the query's shape matches the partial index (the planner may prefer a scan on a tiny table)
+        s.execute(text("SET LOCAL enable_seqscan = off"))
+        s.execute(text("SET LOCAL enable_sort = off"))
+        plan = "\n".join(s.scalars(text(
+            "EXPLAIN SELECT id FROM kb_chunks WHERE kb_id = :kb AND enabled ORDER BY (embedding::vector(384)) <#> CAST(:q AS vector(384)) LIMIT 5"
+        ), {"kb": big.id, "q": pgvector.literal(q)}))
+        assert f"kb_chunks_hnsw_{big.id}_384" in plan
+        hits = Retriever().retrieve(s, [kb_store.get_kb(s, ws, big.id)], "how is cheese aged", top_k=1)
+        assert "Cheese" in hits[0].text

@@ -21,6 +21,7 @@ import numpy as np
 from sqlalchemy import update
 
 from bailu.errors import BailuError
+from bailu.knowledge import pgvector
 from bailu.knowledge import store as kb_store
 from bailu.knowledge.chunking import chunk_blocks
 from bailu.knowledge.embedders import Embedders
@@ -71,6 +72,7 @@ def run_job(db: Database, data_dir: Path, job_id: str, embedders: Embedders | No
                 _store(db, kb, batch, job_id, embedders)
                 batch = []
         _store(db, kb, batch, job_id, embedders)
+        _index_vectors(db, kb.id)
         final, message = "COMPLETED", ""
     except Exception:  # noqa: BLE001 - the job's own failure is recorded, not raised
         log.exception("job %s failed", job_id)
@@ -91,6 +93,19 @@ def run_pending(db: Database, data_dir: Path, *, recover: bool = False, embedder
     with db.read() as s:
         jobs = kb_store.pending_jobs(s)
     return sum(run_job(db, data_dir, j, embedders) for j in jobs)
+
+
+def _index_vectors(db: Database, kb_id: str) -> None:
+    """On pgvector, a knowledge base that grew large gets its ANN index (bailu.knowledge.pgvector);
+    its revision is bumped afterwards, so retrievers pick the index up."""
+    try:
+        built = pgvector.maybe_index(db, kb_id)
+    except Exception:  # noqa: BLE001 - without the index, search stays exact: slower, still right
+        log.exception("building the vector index of knowledge base %s failed", kb_id)
+        return
+    if built:
+        with db.write() as s:
+            kb_store.bump_revision(s, kb_id)
 
 
 def _internal_error(db: Database, file_ids: list[str], exc: Exception | None = None) -> None:

@@ -3,8 +3,16 @@
 Migration 0004 adds ``kb_chunks.embedding`` (type ``vector``) when the server offers the
 extension. Then every chunk's vector is written there too (the float32 bytes in
 ``kb_chunks.vector`` stay the portable copy), snapshots leave the vectors in the database,
-and the dense list of a query is one exact inner-product search (``<#>``; the vectors are
-L2-normalised, so it orders as cosine does) restricted to the chunks the filters keep.
+and the dense list of a query is one inner-product search (``<#>``; the vectors are
+L2-normalised, so it orders as cosine does).
+
+Exact search reads every vector of the knowledge base (kept in the row, migration 0006):
+fine for small ones. A knowledge base of ``HNSW_MIN_CHUNKS`` chunks or more gets an HNSW
+index of its own, a partial index on ``embedding::vector(DIM)`` for ``kb_id = <id>``
+(pgvector indexes fixed dimensions only; the column holds any), built ``CONCURRENTLY``
+after the indexing job that crossed the mark; unfiltered queries then use it
+(``hnsw.ef_search`` = ``EF_SEARCH``, iterative scans on so disabled chunks are skipped
+rather than missed); filtered queries stay exact over the chunks the filters keep.
 """
 
 from __future__ import annotations
@@ -16,6 +24,12 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
+
+from bailu.store.db import Database
+
+HNSW_MIN_CHUNKS = 20_000
+EF_SEARCH = 100
+_INDEX_PREFIX = "kb_chunks_hnsw_"
 
 _enabled: weakref.WeakKeyDictionary[Engine, bool] = weakref.WeakKeyDictionary()  # whether kb_chunks.embedding exists
 _lock = threading.Lock()
@@ -50,8 +64,50 @@ def write(s: Session, rows: Iterable[tuple[int, bytes | None]]) -> None:
         s.execute(text("UPDATE kb_chunks SET embedding = CAST(:v AS vector) WHERE id = :id"), params)
 
 
-def nearest(s: Session, kb_id: str, query: np.ndarray, limit: int, only: Sequence[int] | None = None) -> list[tuple[int, float]]:
-    """The ``limit`` enabled chunks of ``kb_id`` most similar to ``query``: (chunk id, cosine)."""
+def hnsw_dimension(s: Session, kb_id: str) -> int | None:
+    """The dimension of the knowledge base's HNSW index, if it has a valid one."""
+    name = s.scalar(text(
+        "SELECT c.relname FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid"
+        " WHERE c.relname LIKE :pattern AND i.indisvalid"
+    ), {"pattern": f"{_INDEX_PREFIX}{kb_id}_%"})
+    return int(name.rsplit("_", 1)[1]) if name else None
+
+
+def maybe_index(db: Database, kb_id: str) -> bool:
+    """Build the knowledge base's HNSW index once it has ``HNSW_MIN_CHUNKS`` vectors; returns
+    whether one was built. Outside any transaction (``CONCURRENTLY``: writes go on meanwhile)."""
+    if not kb_id.isalnum():  # ids are 10 lowercase alphanumerics: safe in the index's name and predicate
+        return False
+    with db.read() as s:
+        if not enabled(s) or hnsw_dimension(s, kb_id) is not None:
+            return False
+        count = s.scalar(text("SELECT count(*) FROM kb_chunks WHERE kb_id = :kb AND embedding IS NOT NULL"), {"kb": kb_id}) or 0
+        if count < HNSW_MIN_CHUNKS:
+            return False
+        dim = s.scalar(text("SELECT vector_dims(embedding) FROM kb_chunks WHERE kb_id = :kb AND embedding IS NOT NULL LIMIT 1"), {"kb": kb_id})
+    name = f"{_INDEX_PREFIX}{kb_id}_{int(dim)}"
+    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {name}"))  # an invalid one left by a failed build
+        conn.execute(text(
+            f"CREATE INDEX CONCURRENTLY {name} ON kb_chunks USING hnsw ((embedding::vector({int(dim)})) vector_ip_ops)"
+            f" WHERE kb_id = '{kb_id}'"
+        ))
+    return True
+
+
+def nearest(s: Session, kb_id: str, query: np.ndarray, limit: int, only: Sequence[int] | None = None,
+            hnsw_dim: int | None = None) -> list[tuple[int, float]]:
+    """The ``limit`` enabled chunks of ``kb_id`` most similar to ``query``: (chunk id, cosine).
+    Through the knowledge base's HNSW index when ``hnsw_dim`` is given and nothing is filtered."""
+    if hnsw_dim is not None and only is None and len(query) == hnsw_dim:
+        s.execute(text(f"SET LOCAL hnsw.ef_search = {max(EF_SEARCH, limit)}"))
+        s.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
+        cast = f"vector({hnsw_dim})"
+        rows = s.execute(text(
+            f"SELECT id, -((embedding::{cast}) <#> CAST(:q AS {cast})) AS sim FROM kb_chunks"
+            f" WHERE kb_id = :kb AND enabled ORDER BY (embedding::{cast}) <#> CAST(:q AS {cast}) LIMIT :limit"
+        ), {"q": literal(query), "kb": kb_id, "limit": limit})
+        return sorted(((int(cid), float(sim)) for cid, sim in rows), key=lambda t: -t[1])  # relaxed order: re-sorted
     sql = (
         "SELECT id, -(embedding <#> CAST(:q AS vector)) AS sim FROM kb_chunks"
         " WHERE kb_id = :kb AND enabled AND embedding IS NOT NULL"

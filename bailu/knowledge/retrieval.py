@@ -82,6 +82,7 @@ class Snapshot:
     lexical: LexicalIndex | None = None
     vectors: np.ndarray | None = None  # in process; None when there are none or they are in pgvector
     dense_in_db: bool = False  # the dense list comes from pgvector (bailu.knowledge.pgvector)
+    hnsw_dim: int | None = None  # ... through the knowledge base's HNSW index of this dimension
     index: dict[int, int] = field(default_factory=dict)  # chunk id -> position
 
     def mask(self, f: Filters) -> np.ndarray:
@@ -171,7 +172,7 @@ def _dense_in_db(s: Session, kb_id: str, snap: Snapshot, query: np.ndarray, keep
     """The dense list from pgvector, as a score array over the snapshot (-inf: not a candidate)."""
     only = None if keep.all() else [snap.chunk_ids[i] for i in np.flatnonzero(keep)]
     dense = np.full(len(snap.chunk_ids), -np.inf, dtype=np.float32)
-    for chunk_id, sim in pgvector.nearest(s, kb_id, query, limit, only):
+    for chunk_id, sim in pgvector.nearest(s, kb_id, query, limit, only, snap.hnsw_dim):
         i = snap.index.get(chunk_id)
         if i is not None:  # a chunk changed since the snapshot was built is left out until the next
             dense[i] = sim
@@ -202,6 +203,7 @@ def _top(scores: np.ndarray, k: int) -> np.ndarray:
 def _build(s: Session, kb: KnowledgeBase) -> Snapshot:
     snap = Snapshot(revision=kb.revision, embedder=kb.embedder)
     snap.dense_in_db = kb.embedder != "none" and pgvector.enabled(s)
+    snap.hnsw_dim = pgvector.hnsw_dimension(s, kb.id) if snap.dense_in_db else None
     files = {f.id: f for f in s.scalars(select(KbFile).where(KbFile.kb_id == kb.id))}
     vector_column = null().label("vector") if snap.dense_in_db else KbChunk.vector
     rows = s.execute(
