@@ -29,6 +29,7 @@ from bailu.store.db import Database
 
 HNSW_MIN_CHUNKS = 20_000
 EF_SEARCH = 100
+INDEX_BUILD_MEMORY = "512MB"  # maintenance_work_mem for the build's session only
 _INDEX_PREFIX = "kb_chunks_hnsw_"
 
 _enabled: weakref.WeakKeyDictionary[Engine, bool] = weakref.WeakKeyDictionary()  # whether kb_chunks.embedding exists
@@ -87,6 +88,8 @@ def maybe_index(db: Database, kb_id: str) -> bool:
         dim = s.scalar(text("SELECT vector_dims(embedding) FROM kb_chunks WHERE kb_id = :kb AND embedding IS NOT NULL LIMIT 1"), {"kb": kb_id})
     name = f"{_INDEX_PREFIX}{kb_id}_{int(dim)}"
     with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        # the graph built in memory (~200 MB at 100k × 384) is several times faster than on disk
+        conn.execute(text(f"SET maintenance_work_mem = '{INDEX_BUILD_MEMORY}'"))
         conn.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {name}"))  # an invalid one left by a failed build
         conn.execute(text(
             f"CREATE INDEX CONCURRENTLY {name} ON kb_chunks USING hnsw ((embedding::vector({int(dim)})) vector_ip_ops)"

