@@ -136,6 +136,8 @@ def _service_config(section: str, name: str, raw: Any, providers: tuple[str, ...
     api_key_env = raw.pop("api_key_env", None)
     if api_key is None and api_key_env:
         api_key = os.environ.get(str(api_key_env))
+        if not api_key:
+            raise ConfigError(f"{where} api_key_env names {api_key_env}, which is not set")
     try:
         timeout = float(raw.pop("timeout", 60.0))
         batch_size = int(raw.pop("batch_size", 16))
@@ -154,13 +156,21 @@ def _service_config(section: str, name: str, raw: Any, providers: tuple[str, ...
 def _knowledge_settings(raw: dict[str, Any]) -> KnowledgeSettings:
     from bailu.knowledge.embedders import BUILTIN_EMBEDDERS  # names reserved by the built-in embedders
 
+    for table in ("embedders", "rerankers", "knowledge"):
+        if not isinstance(raw.get(table) or {}, dict):
+            raise ConfigError(f"[{table}] must be a table")
     embedders = {n: _service_config("embedders", n, e, EMBEDDER_PROVIDERS) for n, e in (raw.get("embedders") or {}).items()}
     rerankers = {n: _service_config("rerankers", n, e, RERANKER_PROVIDERS) for n, e in (raw.get("rerankers") or {}).items()}
     for name in embedders:
         if name in BUILTIN_EMBEDDERS:
             raise ConfigError(f"[embedders.{name}]: {name!r} is the name of a built-in embedder; choose another")
     section = raw.get("knowledge") or {}
+    unknown = set(section) - {"embedder", "reranker"}
+    if unknown:
+        raise ConfigError(f"[knowledge] has unknown keys: {', '.join(sorted(unknown))}")
     embedder, reranker = section.get("embedder"), section.get("reranker")
+    if reranker == "none":
+        reranker = None
     if embedder is not None and embedder not in embedders and embedder not in BUILTIN_EMBEDDERS:
         raise ConfigError(f"[knowledge] embedder {embedder!r} is neither built in ({', '.join(BUILTIN_EMBEDDERS)}) nor configured in [embedders]")
     if reranker is not None and reranker not in rerankers:

@@ -61,6 +61,7 @@ class FakeUpstream:
         self.headers: list[dict[str, str]] = []
         self.disconnects: list[Any] = []
         self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.call_headers: list[dict[str, str]] = []  # one per entry of ``calls``
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         app = Starlette(routes=[
@@ -99,6 +100,7 @@ class FakeUpstream:
     async def embeddings(self, request: Request) -> Response:
         body = await request.json()
         self.calls.append((request.url.path, body))
+        self.call_headers.append(dict(request.headers))
         if body.get("model") == "fake-500":
             return JSONResponse({"error": {"message": "embedding backend down"}}, status_code=500)
         dim = int(body.get("dimensions") or 32)
@@ -115,6 +117,7 @@ class FakeUpstream:
         body = await request.json()
         path = request.url.path
         self.calls.append((path, body))
+        self.call_headers.append(dict(request.headers))
         query, docs = (body["input"]["query"], body["input"]["documents"]) if path.startswith("/api/") else (body["query"], body.get("documents") or body.get("texts"))
         wanted = set(_words(query))
         scores = [round(len(wanted & set(_words(d))) / max(len(wanted), 1), 4) for d in docs]

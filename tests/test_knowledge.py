@@ -21,7 +21,7 @@ from bailu.knowledge.citations import CitationFilter
 from bailu.knowledge.ingest import run_job, run_pending
 from bailu.knowledge.parsing import Block, ParseError, parse
 from bailu.knowledge.retrieval import Filters, Retriever
-from bailu.knowledge.service import edit_chunk
+from bailu.knowledge.service import edit_chunk, update_chunk
 from bailu.store import workspaces as ws_repo
 from bailu.store.db import Database
 from bailu.store.tables import KbChunk, KbJob
@@ -470,8 +470,7 @@ def test_pgvector_holds_the_vectors_and_answers_the_dense_list(kb_env) -> None: 
         assert "Coffee" in hits[0].text
         assert [h.doc_id for h in retriever.retrieve(s, [kb], "roasted coffee seeds", top_k=3, filters=Filters(file_ids=frozenset({phones_id})))] == [phones_id] * 3
     coffee = next(h.chunk_id for h in hits)
-    with db.write() as s:
-        edit_chunk(s, ws, coffee, text="Green tea leaves are steamed, rolled and dried.")
+    update_chunk(db, ws, coffee, text="Green tea leaves are steamed, rolled and dried.")
     with db.read() as s:
         moved = pgvector.nearest(s, kb.id, embedder.embed(["steamed green tea leaves"])[0], 1)
         assert moved[0][0] == coffee
@@ -516,3 +515,57 @@ def test_pgvector_large_knowledge_bases_get_an_hnsw_index(kb_env, monkeypatch: p
         assert f"kb_chunks_hnsw_{big.id}_384" in plan
         hits = Retriever().retrieve(s, [kb_store.get_kb(s, ws, big.id)], "how is cheese aged", top_k=1)
         assert "Cheese" in hits[0].text
+
+
+def test_a_file_whose_rows_the_database_refuses_fails_alone(kb_env) -> None:  # type: ignore[no-untyped-def]
+    """A storage error in a batch of files: the batch is retried file by file, and only the
+    refused file ends INSERT_ERROR; NUL characters are dropped rather than refused."""
+    db, ws, data_dir = kb_env
+    with db.engine.begin() as conn:  # a real refusal by the database: a trigger on chunk rows
+        if db.is_sqlite:
+            conn.execute(text("CREATE TRIGGER poison BEFORE INSERT ON kb_chunks WHEN NEW.text LIKE '%POISON%' BEGIN SELECT RAISE(ABORT, 'poisoned row'); END"))
+        else:
+            conn.execute(text("CREATE FUNCTION poison() RETURNS trigger AS $$ BEGIN IF NEW.text LIKE '%POISON%' THEN RAISE EXCEPTION 'poisoned row'; END IF;"
+                              " RETURN NEW; END $$ LANGUAGE plpgsql"))
+            conn.execute(text("CREATE TRIGGER poison BEFORE INSERT ON kb_chunks FOR EACH ROW EXECUTE FUNCTION poison()"))
+    with db.write() as s:
+        kb = kb_store.create_kb(s, ws, "k", chunk_size=500, overlap=100, structured=False, embedder="none")
+    job, (good1, bad, nul, good2) = add(db, data_dir, kb, {
+        "good1.txt": "第一个文件。".encode(), "bad.txt": b"POISON here", "nul.txt": b"nul\x00byte text", "good2.txt": "第二个文件。".encode()})
+    assert run_job(db, data_dir, job)
+    with db.read() as s:
+        assert s.scalar(select(KbJob.status).where(KbJob.id == job)) == "COMPLETED"
+        status = {f.id: (f.index_status, f.message) for f in kb_store.list_files(s, kb.id)}
+        assert status[bad][0] == "INSERT_ERROR" and status[bad][1]
+        assert {status[i][0] for i in (good1, nul, good2)} == {"FINISH"}
+        assert s.scalar(select(KbChunk.text).where(KbChunk.file_id == nul)) == "nulbyte text"
+
+
+def test_an_embedder_whose_dimension_changed_is_named_and_re_adding_works(kb_env, upstream) -> None:  # type: ignore[no-untyped-def]
+    from bailu.config import KnowledgeSettings, ServiceConfig
+    from bailu.errors import ModelServiceFailed
+    from bailu.knowledge.embedders import Embedders
+
+    db, ws, data_dir = kb_env
+
+    def embedders(dim: int) -> Embedders:
+        return Embedders(KnowledgeSettings(embedders={"e": ServiceConfig("e", "openai", upstream.base_url, "fake-embed", dimensions=dim)}))
+
+    with db.write() as s:
+        kb = kb_store.create_kb(s, ws, "k", chunk_size=500, overlap=100, structured=False, embedder="e")
+    before, after = embedders(16), embedders(8)
+    try:
+        job, (fid,) = add(db, data_dir, kb, {"a.md": b"# Tea\n\nGreen tea is steamed."})
+        assert run_job(db, data_dir, job, before)
+        with db.read() as s:
+            with pytest.raises(ModelServiceFailed, match="16-dimensional vectors but its embedder 'e' now returns 8"):
+                Retriever(after).retrieve(s, [kb_store.get_kb(s, ws, kb.id)], "green tea")
+        with db.write() as s:
+            kb_store.delete_file(s, kb_store.get_file(s, ws, fid))
+        job, _ = add(db, data_dir, kb, {"b.md": b"# Tea\n\nGreen tea is steamed."})
+        assert run_job(db, data_dir, job, after)
+        with db.read() as s:
+            assert "Green tea" in Retriever(after).retrieve(s, [kb_store.get_kb(s, ws, kb.id)], "green tea", top_k=1)[0].text
+    finally:
+        before.close()
+        after.close()

@@ -45,8 +45,13 @@ def remote_kb(server: BailuServer, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 def test_ingestion_embeds_through_the_endpoint(server: BailuServer, remote_kb: dict[str, str]) -> None:
-    calls = [body for path, body in server.upstream.calls[int(remote_kb["before"]):] if path == "/v1/embeddings"]
-    assert calls and all(b["model"] == "fake-embed" and b["dimensions"] == 64 and 1 <= len(b["input"]) <= 4 for b in calls)
+    start = int(remote_kb["before"])
+    sent = [(body, headers) for (path, body), headers in zip(server.upstream.calls[start:], server.upstream.call_headers[start:], strict=True)
+            if path == "/v1/embeddings"]
+    calls = [body for body, _ in sent]
+    assert all(b["model"] == "fake-embed" and b["dimensions"] == 64 for b in calls)
+    assert [len(b["input"]) for b in calls] == [4, 1]  # five one-chunk files, batched across files by batch_size 4
+    assert all(h["authorization"] == "Bearer embed-secret" for _, h in sent)
     db = Database(f"sqlite:///{server.data_dir / 'bailu.db'}")
     with db.read() as s:
         chunks = list(s.scalars(select(KbChunk).where(KbChunk.kb_id == remote_kb["kb"])))
@@ -162,3 +167,19 @@ def test_knowledge_config_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("E_KEY", "k1")
     k = load_settings(tmp_path).knowledge
     assert (k.embedder, k.reranker, k.embedders["e"].api_key, k.embedders["e"].batch_size, k.rerankers["r"].provider) == ("e", "r", "k1", 16, "tei")
+
+
+@pytest.mark.parametrize("toml, message", [
+    ('[embedders.e]\nprovider = "openai"\nbase_url = "http://x"\nmodel = "m"\napi_key_env = "SURELY_UNSET_KEY"', "SURELY_UNSET_KEY, which is not set"),
+    ('[knowledge]\nembeder = "x"', "[knowledge] has unknown keys: embeder"),
+    ('embedders = "x"', "[embedders] must be a table"),
+])
+def test_more_bad_knowledge_config(tmp_path: Path, toml: str, message: str) -> None:
+    from bailu.config import load_settings
+    from bailu.errors import ConfigError
+
+    (tmp_path / "bailu.toml").write_text(toml, encoding="utf-8")
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_settings(tmp_path)
+    (tmp_path / "bailu.toml").write_text('[knowledge]\nreranker = "none"', encoding="utf-8")
+    assert load_settings(tmp_path).knowledge.reranker is None

@@ -16,7 +16,7 @@ from bailu.knowledge.chunking import DEFAULT_CHUNK_SIZE, DEFAULT_OVERLAP, check_
 from bailu.knowledge.embedders import Embedders
 from bailu.knowledge.ingest import run_job
 from bailu.knowledge.parsing import SUPPORTED, file_type
-from bailu.knowledge.service import Knowledge, add_files, delete_chunk, edit_chunk, remove_file
+from bailu.knowledge.service import Knowledge, add_files, delete_chunk, remove_file, update_chunk
 from bailu.store.db import Database
 from bailu.store.tables import KbFile, KbJob, KnowledgeBase
 
@@ -191,11 +191,10 @@ def register(main: click.Group, store_options: Any, open_store: Any, workspace_i
     def kb_chunk_update(chunk_id: int, text: str | None, title: str | None, enabled: bool | None, workspace: str | None, data_dir: str | None, config_file: str | None) -> None:
         with open_store(data_dir, config_file) as (settings, db):
             ws = workspace_id(db, workspace)
-            with db.write() as s:
-                with Knowledge(settings.knowledge) as knowledge:
-                    found = edit_chunk(s, ws, chunk_id, text=text, title=title, enabled=enabled, embedders=knowledge.embedders)
-                if found is None:
-                    raise click.ClickException(f"no chunk {chunk_id} in workspace {ws}")
+            with Knowledge(settings.knowledge) as knowledge:
+                found = update_chunk(db, ws, chunk_id, text=text, title=title, enabled=enabled, embedders=knowledge.embedders)
+            if found is None:
+                raise click.ClickException(f"no chunk {chunk_id} in workspace {ws}")
             click.echo(chunk_id)
 
     @kb.command("chunk-delete")

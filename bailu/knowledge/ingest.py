@@ -151,8 +151,16 @@ def _prepare_file(db: Database, data_dir: Path, kb: KnowledgeBase, file_id: str)
             kb_store.set_file_status(s, file_id, index_status="INSERT_ERROR", message="the file has no text to index")
         return None
     for row in rows:
+        # NUL characters (some PDFs and text files carry them) cannot be stored in PostgreSQL's text
+        row["title"], row["text"] = _no_nul(row["title"]), _no_nul(row["text"])
+        if row["fields"]:
+            row["fields"] = {_no_nul(str(k)): _no_nul(v) if isinstance(v, str) else v for k, v in row["fields"].items()}
         row["tokens"] = chunk_tokens(row["title"], row["text"])
     return rows
+
+
+def _no_nul(text: str) -> str:
+    return text.replace("\x00", "")
 
 
 def _store(db: Database, kb: KnowledgeBase, batch: list[tuple[str, list[dict[str, Any]]]], job_id: str, embedders: Embedders) -> None:
@@ -160,11 +168,14 @@ def _store(db: Database, kb: KnowledgeBase, batch: list[tuple[str, list[dict[str
     then store each file's chunks, all in one transaction: one revision for the whole batch."""
     if not batch:
         return
+    pgvector_dim: int | None = None
     try:
         embedder = embedders.get(kb.embedder)
         if embedder is not None:
             texts = [f"{r['title']}\n{r['text']}" for _, rows in batch for r in rows]
-            vectors = iter(embedder.embed(texts).astype(np.float32))
+            matrix = embedder.embed(texts).astype(np.float32)
+            pgvector_dim = int(matrix.shape[1]) if matrix.ndim == 2 else None
+            vectors = iter(matrix)
             for _, rows in batch:
                 for row in rows:
                     row["vector"] = next(vectors).tobytes()
@@ -172,9 +183,27 @@ def _store(db: Database, kb: KnowledgeBase, batch: list[tuple[str, list[dict[str
         log.exception("job %s: embedding %d files failed", job_id, len(batch))
         _internal_error(db, [fid for fid, _ in batch], exc)
         return
+    if pgvector_dim is not None:
+        try:
+            pgvector.drop_index_unless(db, kb.id, pgvector_dim)
+        except Exception:  # noqa: BLE001 - storing then fails file by file, with a reason
+            log.exception("job %s: dropping the vector index of knowledge base %s failed", job_id, kb.id)
+    try:
+        _write(db, kb.id, batch)  # the whole batch in one transaction
+    except Exception:  # noqa: BLE001 - then file by file, so that one bad row fails its file alone
+        log.warning("job %s: storing %d files at once failed; storing them one by one", job_id, len(batch), exc_info=True)
+        for item in batch:
+            try:
+                _write(db, kb.id, [item])
+            except Exception as exc:  # noqa: BLE001
+                log.exception("job %s: storing file %s failed", job_id, item[0])
+                _internal_error(db, [item[0]], exc)
+
+
+def _write(db: Database, kb_id: str, batch: list[tuple[str, list[dict[str, Any]]]]) -> None:
     with db.write() as s:
         for file_id, rows in batch:
             if s.get(KbFile, file_id) is None:  # deleted meanwhile
                 continue
-            kb_store.replace_chunks(s, kb.id, file_id, rows)
+            kb_store.replace_chunks(s, kb_id, file_id, rows)
             kb_store.set_file_status(s, file_id, index_status="FINISH")

@@ -32,24 +32,38 @@ EF_SEARCH = 100
 INDEX_BUILD_MEMORY = "512MB"  # maintenance_work_mem for the build's session only
 _INDEX_PREFIX = "kb_chunks_hnsw_"
 
-_enabled: weakref.WeakKeyDictionary[Engine, bool] = weakref.WeakKeyDictionary()  # whether kb_chunks.embedding exists
+_state: weakref.WeakKeyDictionary[Engine, tuple[bool, tuple[int, ...]]] = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
 
 
-def enabled(s: Session) -> bool:
+def _probe(s: Session) -> tuple[bool, tuple[int, ...]]:
+    """(whether kb_chunks.embedding exists, pgvector's version), once per engine."""
     engine = s.get_bind()
     assert isinstance(engine, Engine)
-    key = engine
-    if key not in _enabled:
+    if engine not in _state:
         found = False
+        version: tuple[int, ...] = ()
         if engine.dialect.name == "postgresql":
             found = s.execute(text(
                 "SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()"
                 " AND table_name = 'kb_chunks' AND column_name = 'embedding'"
             )).first() is not None
+            raw = s.scalar(text("SELECT extversion FROM pg_extension WHERE extname = 'vector'")) or ""
+            version = tuple(int(p) for p in raw.split(".") if p.isdigit())
         with _lock:
-            _enabled[key] = found
-    return _enabled[key]
+            _state[engine] = (found, version)
+    return _state[engine]
+
+
+def enabled(s: Session) -> bool:
+    return _probe(s)[0]
+
+
+def ann_supported(s: Session) -> bool:
+    """HNSW indexes need pgvector 0.5; skipping disabled chunks during a scan (iterative
+    scans) 0.8. Older versions keep exact search at every size."""
+    found, version = _probe(s)
+    return found and version >= (0, 8)
 
 
 def literal(vector: bytes | np.ndarray) -> str:
@@ -65,13 +79,42 @@ def write(s: Session, rows: Iterable[tuple[int, bytes | None]]) -> None:
         s.execute(text("UPDATE kb_chunks SET embedding = CAST(:v AS vector) WHERE id = :id"), params)
 
 
+def _index(s: Session, kb_id: str) -> tuple[str, int, bool] | None:
+    """The knowledge base's HNSW index: (name, dimension, valid), if there is one."""
+    row = s.execute(text(
+        "SELECT c.relname, i.indisvalid FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid WHERE c.relname LIKE :pattern"
+    ), {"pattern": f"{_INDEX_PREFIX}{kb_id}\\_%"}).first()
+    return (str(row[0]), int(str(row[0]).rsplit("_", 1)[1]), bool(row[1])) if row else None
+
+
 def hnsw_dimension(s: Session, kb_id: str) -> int | None:
     """The dimension of the knowledge base's HNSW index, if it has a valid one."""
-    name = s.scalar(text(
-        "SELECT c.relname FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid"
-        " WHERE c.relname LIKE :pattern AND i.indisvalid"
-    ), {"pattern": f"{_INDEX_PREFIX}{kb_id}_%"})
-    return int(name.rsplit("_", 1)[1]) if name else None
+    index = _index(s, kb_id)
+    return index[1] if index and index[2] and ann_supported(s) else None
+
+
+def stored_dimension(s: Session, kb_id: str) -> int | None:
+    """The dimension of the knowledge base's stored embeddings (one row looked at)."""
+    dim = s.scalar(text("SELECT vector_dims(embedding) FROM kb_chunks WHERE kb_id = :kb AND embedding IS NOT NULL LIMIT 1"), {"kb": kb_id})
+    return int(dim) if dim is not None else None
+
+
+def _autocommit(db: Database, *statements: str) -> None:
+    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        try:
+            for sql in statements:
+                conn.execute(text(sql))
+        finally:
+            conn.execute(text("RESET maintenance_work_mem"))  # the connection goes back to the pool
+
+
+def drop_index_unless(db: Database, kb_id: str, dimension: int) -> None:
+    """Before vectors of another dimension are stored (the embedder changed): the knowledge
+    base's index, whose cast to ``vector(DIM)`` would refuse them, is dropped."""
+    with db.read() as s:
+        index = _index(s, kb_id) if enabled(s) else None
+    if index is not None and index[1] != dimension:
+        _autocommit(db, f"DROP INDEX CONCURRENTLY IF EXISTS {index[0]}")
 
 
 def maybe_index(db: Database, kb_id: str) -> bool:
@@ -80,21 +123,26 @@ def maybe_index(db: Database, kb_id: str) -> bool:
     if not kb_id.isalnum():  # ids are 10 lowercase alphanumerics: safe in the index's name and predicate
         return False
     with db.read() as s:
-        if not enabled(s) or hnsw_dimension(s, kb_id) is not None:
+        if not ann_supported(s):
+            return False
+        index = _index(s, kb_id)
+        if index is not None and index[2]:
             return False
         count = s.scalar(text("SELECT count(*) FROM kb_chunks WHERE kb_id = :kb AND embedding IS NOT NULL"), {"kb": kb_id}) or 0
         if count < HNSW_MIN_CHUNKS:
             return False
-        dim = s.scalar(text("SELECT vector_dims(embedding) FROM kb_chunks WHERE kb_id = :kb AND embedding IS NOT NULL LIMIT 1"), {"kb": kb_id})
-    name = f"{_INDEX_PREFIX}{kb_id}_{int(dim)}"
-    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        # the graph built in memory (~200 MB at 100k × 384) is several times faster than on disk
-        conn.execute(text(f"SET maintenance_work_mem = '{INDEX_BUILD_MEMORY}'"))
-        conn.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {name}"))  # an invalid one left by a failed build
-        conn.execute(text(
-            f"CREATE INDEX CONCURRENTLY {name} ON kb_chunks USING hnsw ((embedding::vector({int(dim)})) vector_ip_ops)"
-            f" WHERE kb_id = '{kb_id}'"
-        ))
+        dim = stored_dimension(s, kb_id)
+    if dim is None:
+        return False
+    name = f"{_INDEX_PREFIX}{kb_id}_{dim}"
+    statements = [f"SET maintenance_work_mem = '{INDEX_BUILD_MEMORY}'"]  # the graph built in memory (~200 MB at 100k × 384)
+    if index is not None:  # an invalid one, left by a failed build
+        statements.append(f"DROP INDEX CONCURRENTLY IF EXISTS {index[0]}")
+    statements.append(
+        f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON kb_chunks USING hnsw ((embedding::vector({dim})) vector_ip_ops)"
+        f" WHERE kb_id = '{kb_id}'"
+    )
+    _autocommit(db, *statements)
     return True
 
 

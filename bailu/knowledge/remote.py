@@ -40,8 +40,8 @@ class _Client:
             raise ModelServiceFailed(f"The {self.kind} '{self.name}' could not be reached: {type(exc).__name__}.") from None
         if resp.status_code == 429:
             raise Throttling(f"The {self.kind} '{self.name}' is throttling requests.")
-        if resp.status_code >= 400:
-            raise ModelServiceFailed(f"The {self.kind} '{self.name}' answered HTTP {resp.status_code}: {resp.text[:200]}")
+        if resp.status_code >= 400:  # the upstream's own message only (never its whole body: it may echo credentials)
+            raise ModelServiceFailed(f"The {self.kind} '{self.name}' answered HTTP {resp.status_code}{_message_of(resp)}.")
         try:
             return resp.json()
         except ValueError:
@@ -66,11 +66,12 @@ class OpenAIEmbedder(_Client):
             data = self._post("embeddings", body)
             try:
                 rows = sorted(data["data"], key=lambda r: r["index"])
+                indexes = [r["index"] for r in rows]
                 vectors = np.asarray([r["embedding"] for r in rows], dtype=np.float32)
             except (KeyError, TypeError, ValueError):
                 raise self._bad("no data[].embedding") from None
-            if vectors.ndim != 2 or len(vectors) != len(batch):
-                raise self._bad(f"{len(vectors)} vectors for {len(batch)} texts")
+            if indexes != list(range(len(batch))) or vectors.ndim != 2:
+                raise self._bad(f"{len(rows)} vectors (indexes {indexes[:5]}...) for {len(batch)} texts")
             out.append(vectors)
         if not out:
             return np.zeros((0, self.config.dimensions or 0), dtype=np.float32)
@@ -105,7 +106,21 @@ class ApiReranker(_Client):
             raise self._bad("no scores in the expected fields") from None
         scores = [0.0] * len(documents)
         for index, score in pairs:
-            if not isinstance(index, int) or not 0 <= index < len(documents):
-                raise self._bad(f"index {index!r}")
+            if not isinstance(index, int) or not 0 <= index < len(documents) or not isinstance(score, (int, float)):
+                raise self._bad(f"index {index!r}, score {score!r}")
             scores[index] = float(score)
         return scores
+
+
+def _message_of(resp: httpx.Response) -> str:
+    """``: <message>`` from an error body in the usual shapes, or nothing."""
+    try:
+        body = resp.json()
+    except ValueError:
+        return ""
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        msg = err.get("message") if isinstance(err, dict) else err
+        if isinstance(msg, str) and msg:
+            return ": " + msg[:200]
+    return ""

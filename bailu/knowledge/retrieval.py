@@ -83,6 +83,7 @@ class Snapshot:
     vectors: np.ndarray | None = None  # in process; None when there are none or they are in pgvector
     dense_in_db: bool = False  # the dense list comes from pgvector (bailu.knowledge.pgvector)
     hnsw_dim: int | None = None  # ... through the knowledge base's HNSW index of this dimension
+    dim: int | None = None  # the stored vectors' dimension
     index: dict[int, int] = field(default_factory=dict)  # chunk id -> position
 
     def mask(self, f: Filters) -> np.ndarray:
@@ -139,12 +140,12 @@ class Retriever:
                     embedder = self.embedders.get(snap.embedder)
                     assert embedder is not None
                     vectors[snap.embedder] = embedder.embed([query])[0]
+                if snap.dim is not None and snap.dim != len(vectors[snap.embedder]):
+                    raise ModelServiceFailed(
+                        f"Knowledge base '{kb.id}' holds {snap.dim}-dimensional vectors but its embedder "
+                        f"'{snap.embedder}' now returns {len(vectors[snap.embedder])}: re-add its files, or restore the embedder's settings."
+                    )
                 if snap.vectors is not None:
-                    if snap.vectors.shape[1] != len(vectors[snap.embedder]):
-                        raise ModelServiceFailed(
-                            f"Knowledge base '{kb.id}' holds {snap.vectors.shape[1]}-dimensional vectors but its embedder "
-                            f"'{snap.embedder}' now returns {len(vectors[snap.embedder])}: re-add its files, or restore the embedder's settings."
-                        )
                     dense = np.where(keep, snap.vectors @ vectors[snap.embedder], -np.inf)
                 else:
                     dense = _dense_in_db(s, kb.id, snap, vectors[snap.embedder], keep, candidates)
@@ -203,7 +204,9 @@ def _top(scores: np.ndarray, k: int) -> np.ndarray:
 def _build(s: Session, kb: KnowledgeBase) -> Snapshot:
     snap = Snapshot(revision=kb.revision, embedder=kb.embedder)
     snap.dense_in_db = kb.embedder != "none" and pgvector.enabled(s)
-    snap.hnsw_dim = pgvector.hnsw_dimension(s, kb.id) if snap.dense_in_db else None
+    if snap.dense_in_db:
+        snap.hnsw_dim = pgvector.hnsw_dimension(s, kb.id)
+        snap.dim = pgvector.stored_dimension(s, kb.id)
     files = {f.id: f for f in s.scalars(select(KbFile).where(KbFile.kb_id == kb.id))}
     vector_column = null().label("vector") if snap.dense_in_db else KbChunk.vector
     rows = s.execute(
@@ -228,5 +231,8 @@ def _build(s: Session, kb: KnowledgeBase) -> Snapshot:
     snap.index = {cid: i for i, cid in enumerate(snap.chunk_ids)}
     snap.lexical = LexicalIndex(tokens)
     if not snap.dense_in_db and vecs and all(v is not None for v in vecs):
+        if len({len(v) for v in vecs}) > 1:
+            raise ModelServiceFailed(f"Knowledge base '{kb.id}' holds vectors of different dimensions (its embedder changed): re-add its files.")
         snap.vectors = np.ascontiguousarray(np.stack([np.frombuffer(v, dtype=np.float32) for v in vecs]))
+        snap.dim = int(snap.vectors.shape[1])
     return snap

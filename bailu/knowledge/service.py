@@ -63,8 +63,9 @@ def remove_file(db: Database, data_dir: Path, workspace_id: str, file_id: str) -
 
 
 def edit_chunk(s: Session, workspace_id: str, chunk_id: int, *, text: str | None = None, title: str | None = None, enabled: bool | None = None,
-               embedders: Embedders | None = None) -> KbChunk | None:
-    """Change a chunk's text (re-embedded), title, or whether it takes part in retrieval."""
+               vector: bytes | None = None) -> KbChunk | None:
+    """Change a chunk's text or title (with its new ``vector``, if its knowledge base has an
+    embedder), or whether it takes part in retrieval. See :func:`update_chunk`."""
     c = s.get(KbChunk, chunk_id)
     if c is None or kb_store.get_kb(s, workspace_id, c.kb_id) is None:
         return None
@@ -74,17 +75,35 @@ def edit_chunk(s: Session, workspace_id: str, chunk_id: int, *, text: str | None
         c.title = title
     if text is not None or title is not None:
         c.tokens = chunk_tokens(c.title, c.text)
-        kb = s.get(KnowledgeBase, c.kb_id)
-        embedder = (embedders or Embedders()).get(kb.embedder) if kb is not None else None
-        if embedder is not None:
-            c.vector = embedder.embed([f"{c.title}\n{c.text}"])[0].astype("float32").tobytes()
-            if pgvector.enabled(s):
-                pgvector.write(s, [(c.id, c.vector)])
+        c.vector = vector
+        if pgvector.enabled(s):
+            s.flush()
+            pgvector.write(s, [(c.id, vector)])
     if enabled is not None:
         c.enabled = enabled
     kb_store.bump_revision(s, c.kb_id)
     s.flush()
     return c
+
+
+def update_chunk(db: Database, workspace_id: str, chunk_id: int, *, text: str | None = None, title: str | None = None,
+                 enabled: bool | None = None, embedders: Embedders | None = None) -> KbChunk | None:
+    """:func:`edit_chunk`, re-embedding a changed chunk first, outside the write transaction
+    (a remote embedder may take seconds; on SQLite the write lock is the whole process's)."""
+    vector = None
+    if text is not None or title is not None:
+        with db.read() as s:
+            c = s.get(KbChunk, chunk_id)
+            kb = kb_store.get_kb(s, workspace_id, c.kb_id) if c is not None else None
+            if c is None or kb is None:
+                return None
+            content = f"{c.title if title is None else title}\n{c.text if text is None else text}"
+            embedder_name = kb.embedder
+        embedder = (embedders or Embedders()).get(embedder_name)
+        if embedder is not None:
+            vector = embedder.embed([content])[0].astype("float32").tobytes()
+    with db.write() as s:
+        return edit_chunk(s, workspace_id, chunk_id, text=text, title=title, enabled=enabled, vector=vector)
 
 
 def delete_chunk(s: Session, workspace_id: str, chunk_id: int) -> bool:

@@ -17,10 +17,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from bailu.errors import InvalidApiKey, InvalidParameter, NotFound, WorkspaceAccessDenied
+from bailu.knowledge import service as kb_service
 from bailu.knowledge import store as kb_store
 from bailu.knowledge.chunking import DEFAULT_CHUNK_SIZE, DEFAULT_OVERLAP, check_sizes
 from bailu.knowledge.retrieval import Filters
-from bailu.knowledge.service import add_files, delete_chunk, edit_chunk, remove_file
+from bailu.knowledge.service import add_files, delete_chunk, remove_file
 from bailu.runner import Runner, bearer_token
 from bailu.store import workspaces as ws_repo
 from bailu.store.tables import KbChunk, KbFile, KbJob, KnowledgeBase
@@ -223,11 +224,10 @@ def list_chunks(request: Request, ws: Workspace, kb_id: str, file_id: str | None
 def update_chunk(request: Request, ws: Workspace, chunk_id: int, body: ChunkUpdate) -> dict[str, Any]:
     """Edit a chunk's text or title (it is re-embedded), or take it out of retrieval (``enabled: false``)."""
     runner = _runner(request)
-    with runner.db.write() as s:
-        c = edit_chunk(s, ws, chunk_id, text=body.text, title=body.title, enabled=body.enabled, embedders=runner.knowledge.embedders)
-        if c is None:
-            raise NotFound(f"No chunk {chunk_id} in this workspace.")
-        return chunk_json(c)
+    c = kb_service.update_chunk(runner.db, ws, chunk_id, text=body.text, title=body.title, enabled=body.enabled, embedders=runner.knowledge.embedders)
+    if c is None:
+        raise NotFound(f"No chunk {chunk_id} in this workspace.")
+    return chunk_json(c)
 
 
 @router.delete("/chunks/{chunk_id}")

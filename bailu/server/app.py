@@ -52,9 +52,9 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         worker = asyncio.ensure_future(_index_worker(database, settings, runner.knowledge.embedders))
         yield
-        worker.cancel()
+        worker.cancel()  # a job already running in its thread goes on until the process exits, and resumes after a restart
         await models.aclose()
-        runner.knowledge.close()
+        # runner.knowledge's HTTP clients are left open: that job may still be using them
         if db is None:
             database.dispose()
 

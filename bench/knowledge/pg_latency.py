@@ -42,7 +42,7 @@ knowledge base):
    or, where the index exists (``snap.hnsw_dim``), the search through it, with
    ``hnsw.ef_search`` = ``pgvector.EF_SEARCH`` (100) and ``hnsw.iterative_scan =
    relaxed_order``; which of the two is reported); "in process", with
-   ``pgvector._enabled[engine] = False`` (a what-if: the snapshot loads ``kb_chunks.vector`` into
+   ``pgvector._state[engine] = (False, ())`` (a what-if: the snapshot loads ``kb_chunks.vector`` into
    a float32 matrix and searches it exactly in process, as on SQLite); and, at sizes where bailu
    built an index, "pgvector exact" (a what-if: bailu's snapshot with ``hnsw_dim`` set to None,
    so ``pgvector.nearest`` does the exact search it does below the mark; snapshots are cached
@@ -489,7 +489,7 @@ def measure_size(pg_uri: str, size: int, index: int, ws_name: str, passages: lis
     arms = ["pgvector", "in_process"] + (["pgvector_exact"] if built else [])
     out["arms"] = arms
     dbs = {arm: db if arm == "pgvector" else Database(url) for arm in arms}  # the same database
-    pgvector._enabled[dbs["in_process"].engine] = False  # searched in process
+    pgvector._state[dbs["in_process"].engine] = (False, ())  # searched in process
     embedder = get_embedder(DEFAULT_EMBEDDER)
     assert embedder is not None
 

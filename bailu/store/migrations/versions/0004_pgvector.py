@@ -5,12 +5,17 @@ Revises: 0003
 
 Only where the server offers the ``vector`` extension (pgvector): the extension is created
 and ``kb_chunks.embedding`` (``vector``, any dimension) added; dense retrieval then runs in
-the database. Elsewhere (SQLite, PostgreSQL without pgvector) this revision changes nothing
-and vectors are searched in process. Installing pgvector later: see docs/knowledge.md.
+the database. Elsewhere (SQLite, PostgreSQL without pgvector, or a database user that may not
+create the extension when it is not created already) this revision changes nothing and vectors
+are searched in process.
 """
+
+import logging
 
 from alembic import op
 import sqlalchemy as sa
+
+log = logging.getLogger("bailu.store")
 
 
 revision = '0004'
@@ -23,9 +28,16 @@ def upgrade() -> None:
     bind = op.get_bind()
     if bind.dialect.name != "postgresql":
         return
-    if bind.execute(sa.text("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'")).first() is None:
-        return
-    op.execute("CREATE EXTENSION IF NOT EXISTS vector")
+    if bind.execute(sa.text("SELECT 1 FROM pg_extension WHERE extname = 'vector'")).first() is None:
+        if bind.execute(sa.text("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'")).first() is None:
+            return
+        try:
+            with bind.begin_nested():  # a savepoint: creating it needs rights a plain owner may lack
+                bind.execute(sa.text("CREATE EXTENSION IF NOT EXISTS vector"))
+        except sa.exc.DBAPIError as exc:
+            log.warning("pgvector is available but could not be created (%s): vectors stay in process. "
+                        "A superuser can run CREATE EXTENSION vector; see docs/knowledge.md.", exc.orig)
+            return
     op.execute("ALTER TABLE kb_chunks ADD COLUMN IF NOT EXISTS embedding vector")
     # chunks indexed before: their float32 bytes, copied over in the text form pgvector reads
     rows = bind.execute(sa.text("SELECT id, vector FROM kb_chunks WHERE vector IS NOT NULL AND embedding IS NULL")).all()

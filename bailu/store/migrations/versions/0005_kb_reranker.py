@@ -15,10 +15,10 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table('knowledge_bases') as batch:
-        batch.add_column(sa.Column('reranker', sa.String(length=100), nullable=True))
+    op.add_column('knowledge_bases', sa.Column('reranker', sa.String(length=100), nullable=True))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('knowledge_bases') as batch:
-        batch.drop_column('reranker')
+    # plain ALTER TABLE ... DROP COLUMN (SQLite >= 3.35): a batch rebuild of the table would
+    # cascade-delete its files and chunks through their foreign keys
+    op.drop_column('knowledge_bases', 'reranker')
