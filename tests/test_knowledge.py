@@ -545,14 +545,17 @@ def test_an_embedder_whose_dimension_changed_is_named_and_re_adding_works(kb_env
     from bailu.config import KnowledgeSettings, ServiceConfig
     from bailu.errors import ModelServiceFailed
     from bailu.knowledge.embedders import Embedders
+    from bailu.knowledge.rerankers import Rerankers
 
     db, ws, data_dir = kb_env
 
     def embedders(dim: int) -> Embedders:
         return Embedders(KnowledgeSettings(embedders={"e": ServiceConfig("e", "openai", upstream.base_url, "fake-embed", dimensions=dim)}))
 
+    rerankers = Rerankers(KnowledgeSettings(rerankers={"r": ServiceConfig("r", "rerank-api", upstream.base_url, "fake-rerank")}))
+
     with db.write() as s:
-        kb = kb_store.create_kb(s, ws, "k", chunk_size=500, overlap=100, structured=False, embedder="e")
+        kb = kb_store.create_kb(s, ws, "k", chunk_size=500, overlap=100, structured=False, embedder="e", reranker="r")
     before, after = embedders(16), embedders(8)
     try:
         job, (fid,) = add(db, data_dir, kb, {"a.md": b"# Tea\n\nGreen tea is steamed."})
@@ -564,8 +567,11 @@ def test_an_embedder_whose_dimension_changed_is_named_and_re_adding_works(kb_env
             kb_store.delete_file(s, kb_store.get_file(s, ws, fid))
         job, _ = add(db, data_dir, kb, {"b.md": b"# Tea\n\nGreen tea is steamed."})
         assert run_job(db, data_dir, job, after)
-        with db.read() as s:
-            assert "Green tea" in Retriever(after).retrieve(s, [kb_store.get_kb(s, ws, kb.id)], "green tea", top_k=1)[0].text
+        with db.read() as s:  # remote embedder and reranker: the session's connection is released around their calls
+            (hit,) = Retriever(after, rerankers).retrieve(s, [kb_store.get_kb(s, ws, kb.id)], "green tea", top_k=1)
+            assert "Green tea" in hit.text and hit.score == 1.0  # the reranker's score: both query words present
+            assert s.scalar(select(func.count()).select_from(KbChunk).where(KbChunk.kb_id == kb.id)) == 1  # the session still reads
     finally:
         before.close()
         after.close()
+        rerankers.close()

@@ -20,6 +20,7 @@ from bailu.errors import BailuError, ModelServiceFailed, RequestTimeOut, Throttl
 
 class _Client:
     kind = "endpoint"
+    remote = True  # the Retriever releases its database connection before calling one
 
     def __init__(self, config: ServiceConfig) -> None:
         self.name = config.name

@@ -139,6 +139,8 @@ class Retriever:
                 if snap.embedder not in vectors:
                     embedder = self.embedders.get(snap.embedder)
                     assert embedder is not None
+                    if getattr(embedder, "remote", False):
+                        _release(s)
                     vectors[snap.embedder] = embedder.embed([query])[0]
                 if snap.dim is not None and snap.dim != len(vectors[snap.embedder]):
                     raise ModelServiceFailed(
@@ -153,6 +155,7 @@ class Retriever:
             union = sorted({i for z, _ in lists for i in z})
             zs = [sum(scores.get(i, missing) for scores, missing in lists) / len(lists) for i in union]
             if kb.reranker and union:
+                _release(s)
                 reranked = self.rerankers.get(kb.reranker).rerank(query, [f"{snap.titles[i]}\n{snap.texts[i]}" for i in union])
                 fused += [(score, kb.id, i) for score, i in zip(reranked, union, strict=True)]
             else:
@@ -167,6 +170,14 @@ class Retriever:
             if len(hits) >= top_k:
                 break
         return hits
+
+
+def _release(s: Session) -> None:
+    """Before a call to a remote endpoint: end the (read) session's transaction, so that its
+    pooled connection is not held idle while the endpoint answers. The session goes on being
+    usable (objects are not expired on commit); one with pending changes is left alone."""
+    if s.in_transaction() and not (s.new or s.dirty or s.deleted):
+        s.commit()
 
 
 def _dense_in_db(s: Session, kb_id: str, snap: Snapshot, query: np.ndarray, keep: np.ndarray, limit: int) -> np.ndarray:
