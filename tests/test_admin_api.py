@@ -88,13 +88,34 @@ def test_other_workspaces_see_nothing(server: BailuServer, kb: dict) -> None:
     key = server.cli("key", "create", "--workspace", ws)
     assert api(server, "GET", "/knowledge_bases", key=key).json() == {"knowledge_bases": []}
     for method, path in (("GET", f"/knowledge_bases/{kb['id']}"), ("GET", f"/files/{kb['file']}"),
-                         ("GET", f"/knowledge_bases/{kb['id']}/chunks"), ("DELETE", f"/files/{kb['file']}")):
+                         ("GET", f"/knowledge_bases/{kb['id']}/chunks"), ("DELETE", f"/files/{kb['file']}"),
+                         ("DELETE", f"/knowledge_bases/{kb['id']}")):
         mine = api(server, method, path, key=key)
         assert mine.status_code == 404 and mine.json()["code"] == "NotFound"
     r = api(server, "POST", f"/knowledge_bases/{kb['id']}/retrieve", key=key, json={"query": "手机"})
     assert r.status_code == 404
     assert api(server, "GET", "/knowledge_bases", headers={"X-DashScope-WorkSpace": ws}).json()["code"] == "Workspace.AccessDenied"
     assert api(server, "GET", f"/files/{kb['file']}").status_code == 200  # still there for its owner
+
+
+def test_delete_a_knowledge_base(server: BailuServer) -> None:
+    created = api(server, "POST", "/knowledge_bases", json={"name": "短命"}).json()
+    up = api(server, "POST", f"/knowledge_bases/{created['id']}/files", files=[("files", ("a.md", "# 茶\n\n绿茶是蒸过的。".encode()))])
+    assert wait_job(server, up.json()["job_id"])["status"] == "COMPLETED"
+    (file_id,) = up.json()["file_ids"]
+    stored = list((server.data_dir / "files").glob(f"{file_id}*"))
+    assert len(stored) == 1
+    app = server.app(model="echo", knowledge={"pipeline_ids": [created["id"]]})
+    assert server.post(app, {"input": {"prompt": "绿茶"}}).status_code == 200
+    assert api(server, "DELETE", f"/knowledge_bases/{created['id']}").json() == {"id": created["id"], "deleted": True}
+    assert api(server, "GET", f"/knowledge_bases/{created['id']}").status_code == 404
+    assert api(server, "GET", f"/files/{file_id}").status_code == 404 and not stored[0].exists()
+    gone = server.post(app, {"input": {"prompt": "绿茶"}})
+    assert gone.status_code == 400 and created["id"] in gone.json()["message"]
+    assert api(server, "DELETE", f"/knowledge_bases/{created['id']}").status_code == 404
+    other = server.cli("kb", "create", "cli-short-lived")
+    assert server.cli("kb", "delete", other) == other
+    assert other not in server.cli_output("kb", "list")
 
 
 def test_openapi_document(server: BailuServer) -> None:

@@ -16,7 +16,7 @@ from bailu.knowledge.chunking import DEFAULT_CHUNK_SIZE, DEFAULT_OVERLAP, check_
 from bailu.knowledge.embedders import Embedders
 from bailu.knowledge.ingest import run_job
 from bailu.knowledge.parsing import SUPPORTED, file_type
-from bailu.knowledge.service import Knowledge, add_files, delete_chunk, remove_file, update_chunk
+from bailu.knowledge.service import Knowledge, add_files, delete_chunk, remove_file, remove_kb, update_chunk
 from bailu.store.db import Database
 from bailu.store.tables import KbFile, KbJob, KnowledgeBase
 
@@ -208,6 +208,18 @@ def register(main: click.Group, store_options: Any, open_store: Any, workspace_i
                 if not delete_chunk(s, ws, chunk_id):
                     raise click.ClickException(f"no chunk {chunk_id} in workspace {ws}")
             click.echo(chunk_id)
+
+    @kb.command("delete")
+    @click.argument("kb_ref", metavar="KB")
+    @click.option("--workspace", help="Workspace id or name.")
+    @store_options
+    def kb_delete(kb_ref: str, workspace: str | None, data_dir: str | None, config_file: str | None) -> None:
+        """Delete a knowledge base with its files, chunks and jobs; prints its id."""
+        with open_store(data_dir, config_file) as (settings, db):
+            ws = workspace_id(db, workspace)
+            target = _kb(db, ws, kb_ref)
+            remove_kb(db, settings.data_dir, ws, target.id)
+            click.echo(target.id)
 
     @kb.command("delete-file")
     @click.argument("file_id")

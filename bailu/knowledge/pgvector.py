@@ -117,6 +117,14 @@ def drop_index_unless(db: Database, kb_id: str, dimension: int) -> None:
         _autocommit(db, f"DROP INDEX CONCURRENTLY IF EXISTS {index[0]}")
 
 
+def drop_index(db: Database, kb_id: str) -> None:
+    """The knowledge base's HNSW index, if any (the knowledge base is being deleted)."""
+    with db.read() as s:
+        index = _index(s, kb_id) if enabled(s) else None
+    if index is not None:
+        _autocommit(db, f"DROP INDEX CONCURRENTLY IF EXISTS {index[0]}")
+
+
 def maybe_index(db: Database, kb_id: str) -> bool:
     """Build the knowledge base's HNSW index once it has ``HNSW_MIN_CHUNKS`` vectors; returns
     whether one was built. Outside any transaction (``CONCURRENTLY``: writes go on meanwhile)."""

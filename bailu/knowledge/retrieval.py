@@ -106,17 +106,31 @@ class Retriever:
         self.embedders = embedders or Embedders()
         self.rerankers = rerankers or Rerankers()
         self._snapshots: dict[str, Snapshot] = {}
-        self._lock = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}  # one per knowledge base: a rebuild holds up only its own queries
+        self._locks_lock = threading.Lock()
 
     def snapshot(self, s: Session, kb: KnowledgeBase) -> Snapshot:
         snap = self._snapshots.get(kb.id)
         if snap is not None and snap.revision == kb.revision:
             return snap
-        with self._lock:
+        with self._locks_lock:
+            lock = self._locks.setdefault(kb.id, threading.Lock())
+        with lock:
             snap = self._snapshots.get(kb.id)
             if snap is None or snap.revision != kb.revision:
                 snap = self._snapshots[kb.id] = _build(s, kb)
         return snap
+
+    def forget(self, kb_id: str) -> None:
+        """Drop a deleted knowledge base's snapshot."""
+        self._snapshots.pop(kb_id, None)
+        with self._locks_lock:
+            self._locks.pop(kb_id, None)
+
+    def prune(self, existing: set[str]) -> None:
+        """Forget the snapshots of knowledge bases that no longer exist (deleted by another process)."""
+        for kb_id in set(self._snapshots) - existing:
+            self.forget(kb_id)
 
     def retrieve(self, s: Session, kbs: list[KnowledgeBase], query: str, *, top_k: int = 5, threshold: float = 0.0, filters: Filters = Filters()) -> list[Hit]:
         snaps = {kb.id: self.snapshot(s, kb) for kb in kbs}

@@ -47,6 +47,21 @@ def add_files(
     return job.id, ids
 
 
+def remove_kb(db: Database, data_dir: Path, workspace_id: str, kb_id: str) -> bool:
+    """Delete a knowledge base: its files (and their bytes), chunks, jobs and vector index; False
+    if there is no such knowledge base in the workspace. Apps that name it then get a 400 naming
+    the id, as for any unknown one. A job still running for it finds its files gone and stops."""
+    with db.write() as s:
+        kb = kb_store.get_kb(s, workspace_id, kb_id)
+        if kb is None:
+            return False
+        files = kb_store.delete_kb(s, kb)
+    for f in files:
+        kb_store.file_path(data_dir, f.id, f.name).unlink(missing_ok=True)
+    pgvector.drop_index(db, kb_id)
+    return True
+
+
 def remove_file(db: Database, data_dir: Path, workspace_id: str, file_id: str) -> bool:
     """Delete a file, its chunks (from every index) and its bytes; False if there is no such
     file in the workspace. A file being parsed cannot be deleted (Bailian's rule)."""

@@ -123,6 +123,16 @@ def delete_file(s: Session, f: KbFile) -> None:
     s.delete(f)
 
 
+def delete_kb(s: Session, kb: KnowledgeBase) -> list[KbFile]:
+    """The knowledge base with its files, chunks and jobs; returns the files (the caller removes their bytes)."""
+    files = list_files(s, kb.id)
+    s.execute(delete(KbChunk).where(KbChunk.kb_id == kb.id))
+    s.execute(delete(KbJob).where(KbJob.kb_id == kb.id))
+    s.execute(delete(KbFile).where(KbFile.kb_id == kb.id))
+    s.execute(delete(KnowledgeBase).where(KnowledgeBase.id == kb.id))
+    return files
+
+
 def create_job(s: Session, kb: KnowledgeBase, file_ids: list[str]) -> KbJob:
     ts = now()
     job = KbJob(id=uuid.uuid4().hex, workspace_id=kb.workspace_id, kb_id=kb.id, file_ids=file_ids, status="PENDING", message="", created_at=ts, updated_at=ts)

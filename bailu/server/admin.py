@@ -131,6 +131,16 @@ def get_kb(request: Request, ws: Workspace, kb_id: str) -> dict[str, Any]:
     return kb_json(_kb(request, ws, kb_id))
 
 
+@router.delete("/knowledge_bases/{kb_id}")
+def delete_kb(request: Request, ws: Workspace, kb_id: str) -> dict[str, Any]:
+    """Delete a knowledge base with its files, chunks and jobs (Bailian's DeleteIndex)."""
+    runner = _runner(request)
+    if not kb_service.remove_kb(runner.db, runner.settings.data_dir, ws, kb_id):
+        raise NotFound(f"No knowledge base '{kb_id}' in this workspace.")
+    runner.knowledge.retriever.forget(kb_id)
+    return {"id": kb_id, "deleted": True}
+
+
 @router.post("/knowledge_bases/{kb_id}/files", status_code=202)
 async def upload(
     request: Request, ws: Workspace, kb_id: str,

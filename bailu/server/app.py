@@ -19,7 +19,7 @@ from bailu import __version__, ids
 from bailu.calls import parse_app_call
 from bailu.config import Settings
 from bailu.errors import InvalidParameter
-from bailu.knowledge.embedders import Embedders
+from bailu.knowledge.service import Knowledge
 from bailu.models import ModelRegistry
 from bailu.runner import Prepared, Runner
 from bailu.server import admin
@@ -50,7 +50,7 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        worker = asyncio.ensure_future(_index_worker(database, settings, runner.knowledge.embedders))
+        worker = asyncio.ensure_future(_index_worker(database, settings, runner.knowledge))
         yield
         worker.cancel()  # a job already running in its thread goes on until the process exits, and resumes after a restart
         await models.aclose()
@@ -119,10 +119,21 @@ async def _body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
-async def _index_worker(db: Database, settings: Settings, embedders: Embedders, every: float = 1.0) -> None:
+def _prune_snapshots(db: Database, knowledge: Knowledge) -> None:
+    """Drop in-memory indexes of knowledge bases deleted by another process (``bailu kb delete``)."""
+    from sqlalchemy import select
+
+    from bailu.store.tables import KnowledgeBase
+
+    with db.read() as s:
+        existing = set(s.scalars(select(KnowledgeBase.id)))
+    knowledge.retriever.prune(existing)
+
+
+async def _index_worker(db: Database, settings: Settings, knowledge: Knowledge, every: float = 1.0) -> None:
     """Runs knowledge-base indexing jobs in this process, one at a time, off the event loop;
     jobs left RUNNING by a crashed process resume (bailu.knowledge.ingest). Every ten
-    minutes it also deletes expired sessions."""
+    minutes it also deletes expired sessions and forgets deleted knowledge bases' indexes."""
     import anyio.to_thread
 
     from bailu.knowledge.ingest import run_pending
@@ -133,9 +144,10 @@ async def _index_worker(db: Database, settings: Settings, embedders: Embedders, 
     while True:
         recover = passes % 30 == 0  # look for crashed jobs at start and every 30 passes
         try:
-            await anyio.to_thread.run_sync(lambda: run_pending(db, settings.data_dir, recover=recover, embedders=embedders))
+            await anyio.to_thread.run_sync(lambda: run_pending(db, settings.data_dir, recover=recover, embedders=knowledge.embedders))
             if passes % 600 == 0:
                 await anyio.to_thread.run_sync(purge_expired, db, settings.sessions.ttl_seconds)
+                await anyio.to_thread.run_sync(_prune_snapshots, db, knowledge)
         except Exception:  # noqa: BLE001 - keep the worker alive; the job records its own failure
             log.exception("background worker")
         passes += 1
