@@ -21,7 +21,7 @@ from bailu.knowledge.citations import CitationFilter
 from bailu.knowledge.ingest import run_job, run_pending
 from bailu.knowledge.parsing import Block, ParseError, parse
 from bailu.knowledge.retrieval import Filters, Retriever
-from bailu.knowledge.service import edit_chunk, update_chunk
+from bailu.knowledge.service import edit_chunk, remove_file, update_chunk
 from bailu.store import workspaces as ws_repo
 from bailu.store.db import Database
 from bailu.store.tables import KbChunk, KbJob
@@ -575,3 +575,35 @@ def test_an_embedder_whose_dimension_changed_is_named_and_re_adding_works(kb_env
         before.close()
         after.close()
         rerankers.close()
+
+
+def test_a_large_knowledge_base_is_rebuilt_in_the_background(kb_env, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """After a change, a large knowledge base keeps answering from its previous snapshot while
+    the new one is built, without the chunks deleted or disabled since."""
+    import time
+
+    from bailu.knowledge import retrieval
+
+    monkeypatch.setattr(retrieval, "BACKGROUND_REBUILD_MIN", 2)  # "large", lowered: the mechanism is what is tested
+    db, ws, data_dir = kb_env
+    with db.write() as s:
+        kb = kb_store.create_kb(s, ws, "k", chunk_size=500, overlap=0, structured=False, embedder="none")
+    job, (tea, coffee) = add(db, data_dir, kb, {"tea.md": "# 茶\n\n绿茶是蒸过的茶叶。".encode(), "coffee.md": "# 咖啡\n\n咖啡豆是烘焙过的种子。".encode()})
+    run_job(db, data_dir, job)
+    retriever = Retriever()
+    with db.read() as s:
+        first = retriever.snapshot(s, kb_store.get_kb(s, ws, kb.id))
+    job, (milk,) = add(db, data_dir, kb, {"milk.md": "# 牛奶\n\n牛奶来自奶牛，绿茶也可以加牛奶。".encode()})
+    run_job(db, data_dir, job)
+    remove_file(db, data_dir, ws, tea)
+    with db.read() as s:
+        current = kb_store.get_kb(s, ws, kb.id)
+        with retriever._locks[kb.id]:  # as if a rebuild were under way: the old snapshot answers
+            hits = retriever.retrieve(s, [current], "绿茶 牛奶 咖啡", top_k=5)
+        assert {h.doc_id for h in hits} == {coffee}  # tea deleted since: filtered out at once; milk not in it yet
+        retriever.retrieve(s, [current], "绿茶", top_k=1)  # starts the rebuild, answers from the old snapshot
+        deadline = time.time() + 10
+        while retriever._snapshots[kb.id] is first and time.time() < deadline:
+            time.sleep(0.05)
+        assert retriever.snapshot(s, current).revision == current.revision
+        assert {h.doc_id for h in retriever.retrieve(s, [current], "绿茶 牛奶 咖啡", top_k=5)} == {milk, coffee}
