@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from bailu.errors import ModelUnavailable
+from bailu.knowledge.remote import ClientCache
 
 if TYPE_CHECKING:
     from bailu.config import KnowledgeSettings, ServiceConfig
@@ -33,10 +34,6 @@ class Embedder(Protocol):
     name: str
 
     def embed(self, texts: list[str]) -> np.ndarray: ...
-
-
-class Closeable(Protocol):
-    def close(self) -> None: ...
 
 
 _minilm: Embedder | None = None
@@ -62,8 +59,7 @@ class Embedders:
     def __init__(self, settings: KnowledgeSettings | None = None) -> None:
         self._configs: dict[str, ServiceConfig] = dict(settings.embedders) if settings else {}
         self._default = settings.embedder if settings else None
-        self._clients: dict[str, Embedder] = {}
-        self._lock = threading.Lock()
+        self._clients: ClientCache[Embedder] = ClientCache()
 
     def default_name(self) -> str:
         """The embedder new knowledge bases get: ``[knowledge] embedder``, else the built-in default."""
@@ -90,20 +86,13 @@ class Embedders:
         config = self._configs.get(name)
         if config is None:
             raise ModelUnavailable(f"The embedder '{name}' of this knowledge base is not configured: add [embedders.{name}] to bailu.toml.")
-        with self._lock:
-            if name not in self._clients:
-                from bailu.knowledge.remote import OpenAIEmbedder
+        from bailu.knowledge.remote import OpenAIEmbedder
 
-                self._clients[name] = OpenAIEmbedder(config)
-            return self._clients[name]
+        return self._clients.get(name, lambda: OpenAIEmbedder(config))
 
     def close(self) -> None:
         """Close the configured embedders' connections (the built-in ones hold none)."""
-        with self._lock:
-            clients, self._clients = self._clients, {}
-        for client in clients.values():
-            if hasattr(client, "close"):
-                client.close()
+        self._clients.close()
 
 
 _builtin = Embedders()

@@ -9,13 +9,40 @@ being embedded, with that message, and the job goes on.
 
 from __future__ import annotations
 
-from typing import Any
+import threading
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
 
 import httpx
 import numpy as np
 
 from bailu.config import ServiceConfig
 from bailu.errors import BailuError, ModelServiceFailed, RequestTimeOut, Throttling
+
+
+C = TypeVar("C")
+
+
+class ClientCache(Generic[C]):
+    """One client per configured name, made on first use, shared by threads; ``close`` closes them all."""
+
+    def __init__(self) -> None:
+        self._clients: dict[str, C] = {}
+        self._lock = threading.Lock()
+
+    def get(self, name: str, make: Callable[[], C]) -> C:
+        with self._lock:
+            if name not in self._clients:
+                self._clients[name] = make()
+            return self._clients[name]
+
+    def close(self) -> None:
+        with self._lock:
+            clients, self._clients = self._clients, {}
+        for client in clients.values():
+            close = getattr(client, "close", None)
+            if close is not None:
+                close()
 
 
 class _Client:

@@ -10,10 +10,10 @@ fused candidates are reordered by it and its score is the one reported and thres
 
 from __future__ import annotations
 
-import threading
 from typing import TYPE_CHECKING, Protocol
 
 from bailu.errors import ModelUnavailable
+from bailu.knowledge.remote import ClientCache
 
 if TYPE_CHECKING:
     from bailu.config import KnowledgeSettings, ServiceConfig
@@ -31,8 +31,7 @@ class Rerankers:
     def __init__(self, settings: KnowledgeSettings | None = None) -> None:
         self._configs: dict[str, ServiceConfig] = dict(settings.rerankers) if settings else {}
         self._default = settings.reranker if settings else None
-        self._clients: dict[str, Reranker] = {}
-        self._lock = threading.Lock()
+        self._clients: ClientCache[Reranker] = ClientCache()
 
     def default_name(self) -> str | None:
         return self._default
@@ -44,16 +43,9 @@ class Rerankers:
         config = self._configs.get(name)
         if config is None:
             raise ModelUnavailable(f"The reranker '{name}' of this knowledge base is not configured: add [rerankers.{name}] to bailu.toml.")
-        with self._lock:
-            if name not in self._clients:
-                from bailu.knowledge.remote import ApiReranker
+        from bailu.knowledge.remote import ApiReranker
 
-                self._clients[name] = ApiReranker(config)
-            return self._clients[name]
+        return self._clients.get(name, lambda: ApiReranker(config))
 
     def close(self) -> None:
-        with self._lock:
-            clients, self._clients = self._clients, {}
-        for client in clients.values():
-            if hasattr(client, "close"):
-                client.close()
+        self._clients.close()
