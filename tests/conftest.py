@@ -49,6 +49,10 @@ reply = "根据资料，推荐百炼 Zephyr Z9<ref>[1]</ref>，它轻薄便携<r
 provider = "scripted"
 reply = "line\u2028separated\u0085text"
 
+[models.tiny-queue]            # the embedded model (shared with default), one caller waiting at most
+provider = "llama-cpp"
+max_queue = 1
+
 [models.no-weights]
 provider = "llama-cpp"
 model_path = "/nonexistent/model.gguf"

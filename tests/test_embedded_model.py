@@ -238,3 +238,21 @@ async def test_long_history_is_trimmed_and_too_long_input_is_a_400(weights: Path
     assert text and chunks[-1].usage.input_tokens < 512
     with pytest.raises(InvalidParameter, match="too long"):
         await collect(small, ChatRequest(messages=[{"role": "user", "content": "tea " * 2000}], max_tokens=4))
+
+
+def test_a_full_queue_is_a_503_over_http(server: BailuServer, demo: dict[str, str]) -> None:
+    """max_queue = 1: one call generates, one waits, the others are refused at once with
+    DashScope's throttling error (503 ModelServingError), and nothing else breaks."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    app = server.app(model="tiny-queue")
+    body = {"input": {"prompt": "Count from 1 to 20, separated by commas."}, "parameters": {"temperature": 0}}
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        responses = list(pool.map(lambda _: server.post(app, body), range(5)))
+    refused = [r for r in responses if r.status_code == 503]
+    served = [r for r in responses if r.status_code == 200]
+    assert len(refused) + len(served) == 5 and refused and len(served) >= 2
+    for r in refused:
+        assert r.json()["code"] == "ModelServingError" and r.json()["request_id"] and "Too many requests" in r.json()["message"]
+    assert all(r.json()["output"]["text"] for r in served)
+    assert server.post(app, body).status_code == 200  # the queue drains
