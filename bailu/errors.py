@@ -21,8 +21,6 @@ class BailuError(Exception):
     status: int = 500
     code: str = "InternalError"
     default_message: str = "An internal error has occured, please try again later or contact service support."
-    #: whether the client may retry the same request (``x-should-retry``)
-    retryable: bool | None = None
 
     def __init__(self, message: str | None = None, *, code: str | None = None) -> None:
         self.message = message or self.default_message
@@ -84,7 +82,6 @@ class Throttling(RequestError):
     status = 429
     code = "Throttling"
     default_message = "Requests throttling triggered."
-    retryable = True
 
 
 # --- the upstream model's fault (5xx) -------------------------------------------------------
@@ -119,7 +116,6 @@ class ModelServingError(UpstreamError):
     default_message = (
         "Too many requests. Your requests are being throttled due to system capacity limits. Please try again later."
     )
-    retryable = True
 
 
 # --- ours ------------------------------------------------------------------------------------
