@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -146,3 +147,34 @@ def test_knowledge_toml_example_runs_against_each_endpoint(upstream, tmp_path: P
 def _write(path: Path, text: str) -> Path:
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def test_knowledge_cli_example_runs(server: BailuServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/knowledge.md's command-line block, line by line against a real server's data directory:
+    KB, FILE_ID and CHUNK_ID stand for what the earlier lines printed; optional [..] parts are dropped."""
+    import shlex
+
+    from tests.test_knowledge import phone_docx, tiny_pdf
+
+    (tmp_path / "百炼系列手机产品介绍.docx").write_bytes(phone_docx())
+    (tmp_path / "specs.pdf").write_bytes(tiny_pdf(["Zephyr Z9 weighs 168 g", "Flex Fold+ folds twice"]))
+    monkeypatch.chdir(tmp_path)
+    block = next(b for b in blocks(DOCS / "knowledge.md", "sh") if "bailu kb list" in b)
+    seen: dict[str, str] = {}
+    for line in block.strip().splitlines():
+        command = re.sub(r"\s*\[[^\]]*\]", "", line.split("  #")[0]).strip()
+        args = [seen.get(a, a) for a in shlex.split(command)][1:]
+        out = server.cli_output(*args)
+        last = out.strip().splitlines()[-1] if out.strip() else ""
+        if args[:2] == ["kb", "create"]:
+            seen["KB"] = last
+        elif args[:2] == ["kb", "add"]:
+            seen["FILE_ID"] = out.split()[0]  # the .docx: deleted further down
+        elif args[:2] == ["kb", "retrieve"]:
+            assert "Zephyr Z9" in json.loads(out)[0]["text"]
+        elif args[:2] == ["kb", "chunks"]:
+            seen["CHUNK_ID"] = out.split("\t", 1)[0]
+            assert seen["FILE_ID"] not in out and "Zephyr Z9 weighs 168 g" in out  # the .docx's chunks are gone
+        elif args[:2] == ["kb", "list"]:
+            assert seen["KB"] in out
+    assert seen["KB"] not in server.cli_output("kb", "list")  # the last line deleted it
