@@ -183,3 +183,15 @@ def test_more_bad_knowledge_config(tmp_path: Path, toml: str, message: str) -> N
         load_settings(tmp_path)
     (tmp_path / "bailu.toml").write_text('[knowledge]\nreranker = "none"', encoding="utf-8")
     assert load_settings(tmp_path).knowledge.reranker is None
+
+
+def test_chinese_queries_use_a_configured_embedders_dense_list(server: BailuServer, tmp_path: Path) -> None:
+    """The lexical-only rule for mostly-Chinese queries is MiniLM's; a configured embedder is
+    taken as multilingual, so the query is embedded and its dense list used."""
+    kb = server.cli("kb", "create", "中文", "--embedder", "up-embed", "--reranker", "none")
+    (tmp_path / "茶.md").write_text("# 绿茶\n\n绿茶是蒸过、揉捻后烘干的茶叶。", encoding="utf-8")
+    server.cli_output("kb", "add", kb, str(tmp_path / "茶.md"), "--wait")
+    before = len(server.upstream.calls)
+    r = api(server, "POST", f"/knowledge_bases/{kb}/retrieve", json={"query": "绿茶怎么做", "top_k": 1})
+    assert r.status_code == 200 and "绿茶" in r.json()["nodes"][0]["text"]
+    assert [b["input"] for p, b in server.upstream.calls[before:] if p == "/v1/embeddings"] == [["绿茶怎么做"]]

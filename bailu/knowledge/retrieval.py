@@ -12,8 +12,8 @@ list scores as BM25 0 would (no query word at all), one missing from the dense l
 the list's last candidate. The fused score is the mean of the two z-scores, so a chunk
 far ahead in one list and absent from the other is not beaten by chunks that are
 mediocre in both — what rank fusion (RRF) did: on the English retrieval set it lost a
-fifth of the lexical list's hits. Mostly-Chinese queries use the lexical list alone
-(MiniLM cannot separate Chinese texts). The reported score is ``1 / (1 + e^−z)``: 0.5 for
+fifth of the lexical list's hits. With MiniLM, mostly-Chinese queries use the lexical
+list alone (it cannot separate Chinese texts). The reported score is ``1 / (1 + e^−z)``: 0.5 for
 a typical candidate, 0.88 two standard deviations above; knowledge bases are
 standardised separately, so scores of several compare on one scale. The similarity
 threshold applies to that score (or to the reranker's, when one is configured).
@@ -34,15 +34,17 @@ from sqlalchemy.orm import Session
 
 from bailu.errors import ModelServiceFailed
 from bailu.knowledge import pgvector
-from bailu.knowledge.embedders import Embedders
+from bailu.knowledge.embedders import DEFAULT_EMBEDDER, Embedders
 from bailu.knowledge.lexical import LexicalIndex, chunk_tokens
 from bailu.knowledge.rerankers import Rerankers
 from bailu.store.tables import KbChunk, KbFile, KnowledgeBase
 
 log = logging.getLogger("bailu.knowledge")
 #: MiniLM barely separates Chinese texts (recall@5 0.08 on the Chinese set of
-#: bench/knowledge, against 0.98 for BM25 + jieba): queries that are mostly Chinese
-#: are answered by the lexical list alone rather than diluted by a near-random one
+#: bench/knowledge, against 0.98 for BM25 + jieba): with it, queries that are mostly Chinese
+#: are answered by the lexical list alone rather than diluted by a near-random one.
+#: Configured embedders (DashScope's text-embedding, bge-m3, ...) are taken as multilingual.
+ENGLISH_ONLY_EMBEDDERS = frozenset({DEFAULT_EMBEDDER})
 DENSE_MAX_CJK_SHARE = 0.3
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 _LETTER = re.compile(r"\w")
@@ -165,7 +167,7 @@ class Retriever:
         snaps = {kb.id: self.snapshot(s, kb) for kb in kbs}
         vectors: dict[str, np.ndarray] = {}
         letters = len(_LETTER.findall(query)) or 1
-        use_dense = len(_CJK.findall(query)) / letters <= DENSE_MAX_CJK_SHARE
+        mostly_cjk = len(_CJK.findall(query)) / letters > DENSE_MAX_CJK_SHARE
         candidates = max(MIN_CANDIDATES, 2 * top_k)
         fused: list[tuple[float, str, int]] = []
         for kb in kbs:
@@ -178,7 +180,7 @@ class Retriever:
             assert snap.lexical is not None
             lex = np.where(keep, snap.lexical.scores(query), 0.0)
             lists = [_standardised(lex, [int(i) for i in _top(lex, candidates) if lex[i] > 0], floor=0.0)]
-            if (snap.vectors is not None or snap.dense_in_db) and use_dense:
+            if (snap.vectors is not None or snap.dense_in_db) and not (mostly_cjk and snap.embedder in ENGLISH_ONLY_EMBEDDERS):
                 if snap.embedder not in vectors:
                     embedder = self.embedders.get(snap.embedder)
                     assert embedder is not None
