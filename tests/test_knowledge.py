@@ -607,3 +607,43 @@ def test_a_large_knowledge_base_is_rebuilt_in_the_background(kb_env, monkeypatch
             time.sleep(0.05)
         assert retriever.snapshot(s, current).revision == current.revision
         assert {h.doc_id for h in retriever.retrieve(s, [current], "绿茶 牛奶 咖啡", top_k=5)} == {milk, coffee}
+
+
+def test_a_background_rebuild_that_fails_surfaces_its_error(kb_env, upstream, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """A large knowledge base whose new index cannot be built (here: vectors of two dimensions,
+    its embedder having changed) does not go on answering from its old index in silence."""
+    import time
+
+    from bailu.config import KnowledgeSettings, ServiceConfig
+    from bailu.errors import ModelServiceFailed
+    from bailu.knowledge import retrieval
+    from bailu.knowledge.embedders import Embedders
+
+    monkeypatch.setattr(retrieval, "BACKGROUND_REBUILD_MIN", 2)
+    db, ws, data_dir = kb_env
+
+    def embedders(dim: int) -> Embedders:
+        return Embedders(KnowledgeSettings(embedders={"e": ServiceConfig("e", "openai", upstream.base_url, "fake-embed", dimensions=dim)}))
+
+    with db.write() as s:
+        kb = kb_store.create_kb(s, ws, "k", chunk_size=500, overlap=0, structured=False, embedder="e")
+    wide, narrow = embedders(16), embedders(8)
+    try:
+        run_job(db, data_dir, add(db, data_dir, kb, {"a.md": b"# A\n\nGreen tea.", "b.md": b"# B\n\nBlack tea."})[0], wide)
+        retriever = Retriever(wide)  # queries embedded as the old vectors were
+        with db.read() as s:
+            retriever.snapshot(s, kb_store.get_kb(s, ws, kb.id))
+        run_job(db, data_dir, add(db, data_dir, kb, {"c.md": b"# C\n\nWhite tea."})[0], narrow)
+        deadline, error, answered = time.time() + 10, None, 0
+        while error is None and time.time() < deadline:
+            with db.read() as s:
+                try:
+                    answered += bool(retriever.retrieve(s, [kb_store.get_kb(s, ws, kb.id)], "tea"))
+                except ModelServiceFailed as exc:
+                    error = exc
+            time.sleep(0.05)
+        assert answered >= 1  # the old index answered while the new one was being built
+        assert error is not None and "different dimensions" in error.message
+    finally:
+        wide.close()
+        narrow.close()

@@ -152,15 +152,12 @@ def _prepare_file(db: Database, data_dir: Path, kb: KnowledgeBase, file_id: str)
         return None
     for row in rows:
         # NUL characters (some PDFs and text files carry them) cannot be stored in PostgreSQL's text
-        row["title"], row["text"] = _no_nul(row["title"]), _no_nul(row["text"])
+        row["title"], row["text"] = kb_store.no_nul(row["title"]), kb_store.no_nul(row["text"])
         if row["fields"]:
-            row["fields"] = {_no_nul(str(k)): _no_nul(v) if isinstance(v, str) else v for k, v in row["fields"].items()}
+            row["fields"] = {kb_store.no_nul(str(k)): kb_store.no_nul(v) if isinstance(v, str) else v for k, v in row["fields"].items()}
         row["tokens"] = chunk_tokens(row["title"], row["text"])
     return rows
 
-
-def _no_nul(text: str) -> str:
-    return text.replace("\x00", "")
 
 
 def _store(db: Database, kb: KnowledgeBase, batch: list[tuple[str, list[dict[str, Any]]]], job_id: str, embedders: Embedders) -> None:

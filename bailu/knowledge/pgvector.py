@@ -94,9 +94,10 @@ def hnsw_dimension(s: Session, kb_id: str) -> int | None:
 
 
 def stored_dimension(s: Session, kb_id: str) -> int | None:
-    """The dimension of the knowledge base's stored embeddings (one row looked at)."""
-    dim = s.scalar(text("SELECT vector_dims(embedding) FROM kb_chunks WHERE kb_id = :kb AND embedding IS NOT NULL LIMIT 1"), {"kb": kb_id})
-    return int(dim) if dim is not None else None
+    """The dimension of the knowledge base's stored embeddings; -1 when they are of several
+    (its embedder changed and not every file was re-added)."""
+    dims = list(s.scalars(text("SELECT DISTINCT vector_dims(embedding) FROM kb_chunks WHERE kb_id = :kb AND embedding IS NOT NULL"), {"kb": kb_id}))
+    return -1 if len(dims) > 1 else (int(dims[0]) if dims else None)
 
 
 def _autocommit(db: Database, *statements: str) -> None:
@@ -140,7 +141,7 @@ def maybe_index(db: Database, kb_id: str) -> bool:
         if count < HNSW_MIN_CHUNKS:
             return False
         dim = stored_dimension(s, kb_id)
-    if dim is None:
+    if dim is None or dim < 0:
         return False
     name = f"{_INDEX_PREFIX}{kb_id}_{dim}"
     statements = [f"SET maintenance_work_mem = '{INDEX_BUILD_MEMORY}'"]  # the graph built in memory (~200 MB at 100k × 384)
@@ -169,11 +170,11 @@ def nearest(s: Session, kb_id: str, query: np.ndarray, limit: int, only: Sequenc
         return sorted(((int(cid), float(sim)) for cid, sim in rows), key=lambda t: -t[1])  # relaxed order: re-sorted
     sql = (
         "SELECT id, -(embedding <#> CAST(:q AS vector)) AS sim FROM kb_chunks"
-        " WHERE kb_id = :kb AND enabled AND embedding IS NOT NULL"
+        " WHERE kb_id = :kb AND enabled AND vector_dims(embedding) = :dim"  # rows of another dimension cannot be compared
         + (" AND id = ANY(:only)" if only is not None else "")
         + " ORDER BY embedding <#> CAST(:q AS vector) LIMIT :limit"
     )
-    params: dict[str, object] = {"q": literal(query), "kb": kb_id, "limit": limit}
+    params: dict[str, object] = {"q": literal(query), "kb": kb_id, "limit": limit, "dim": len(query)}
     if only is not None:
         params["only"] = list(only)
     return [(int(cid), float(sim)) for cid, sim in s.execute(text(sql), params)]

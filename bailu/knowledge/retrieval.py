@@ -115,6 +115,7 @@ class Retriever:
         self._snapshots: dict[str, Snapshot] = {}
         self._locks: dict[str, threading.Lock] = {}  # one per knowledge base: a rebuild holds up only its own queries
         self._locks_lock = threading.Lock()
+        self._failed: dict[str, int] = {}  # knowledge base -> revision whose background rebuild failed
 
     def snapshot(self, s: Session, kb: KnowledgeBase) -> Snapshot:
         """The knowledge base's snapshot at its current revision — or, for a large one whose
@@ -125,38 +126,47 @@ class Retriever:
             return snap
         with self._locks_lock:
             lock = self._locks.setdefault(kb.id, threading.Lock())
-        if snap is not None and len(snap.chunk_ids) >= BACKGROUND_REBUILD_MIN:
-            self._rebuild_in_background(s, kb.id, lock)
+        if snap is not None and len(snap.chunk_ids) >= BACKGROUND_REBUILD_MIN and self._failed.get(kb.id) != kb.revision:
+            self._rebuild_in_background(s, kb, snap, lock)
             return snap
-        with lock:
+        with lock:  # (after a failed background rebuild, here too: its error reaches the caller)
             snap = self._snapshots.get(kb.id)
             if snap is None or snap.revision != kb.revision:
                 snap = self._snapshots[kb.id] = _build(s, kb)
+                self._failed.pop(kb.id, None)
         return snap
 
-    def _rebuild_in_background(self, s: Session, kb_id: str, lock: threading.Lock) -> None:
+    def _rebuild_in_background(self, s: Session, kb: KnowledgeBase, old: Snapshot, lock: threading.Lock) -> None:
         if not lock.acquire(blocking=False):  # one rebuild at a time; the next query after it starts another if needed
             return
-        engine = s.get_bind()
+        engine, kb_id, revision = s.get_bind(), kb.id, kb.revision
 
         def rebuild() -> None:
             try:
                 with Session(engine) as own:
-                    kb = own.get(KnowledgeBase, kb_id)
-                    if kb is not None and kb_id in self._snapshots:
-                        self._snapshots[kb_id] = _build(own, kb)
-            except Exception:  # noqa: BLE001 - the old snapshot goes on serving; the next query retries
+                    current = own.get(KnowledgeBase, kb_id)
+                    new = _build(own, current) if current is not None else None
+                with self._locks_lock:
+                    if new is not None and self._snapshots.get(kb_id) is old:  # not forgotten (deleted) meanwhile
+                        self._snapshots[kb_id] = new
+            except Exception:  # noqa: BLE001 - the next query rebuilds in its own thread, and sees the error
                 log.exception("rebuilding the index of knowledge base %s failed", kb_id)
+                self._failed[kb_id] = revision
             finally:
                 lock.release()
 
-        threading.Thread(target=rebuild, name=f"kb-rebuild-{kb_id}", daemon=True).start()
+        try:
+            threading.Thread(target=rebuild, name=f"kb-rebuild-{kb_id}", daemon=True).start()
+        except BaseException:
+            lock.release()
+            raise
 
     def forget(self, kb_id: str) -> None:
         """Drop a deleted knowledge base's snapshot."""
-        self._snapshots.pop(kb_id, None)
         with self._locks_lock:
+            self._snapshots.pop(kb_id, None)
             self._locks.pop(kb_id, None)
+            self._failed.pop(kb_id, None)
 
     def prune(self, existing: set[str]) -> None:
         """Forget the snapshots of knowledge bases that no longer exist (deleted by another process)."""
@@ -187,6 +197,8 @@ class Retriever:
                     if getattr(embedder, "remote", False):
                         _release(s)
                     vectors[snap.embedder] = embedder.embed([query])[0]
+                if snap.dim == -1:
+                    raise ModelServiceFailed(f"Knowledge base '{kb.id}' holds vectors of different dimensions (its embedder changed): re-add its files.")
                 if snap.dim is not None and snap.dim != len(vectors[snap.embedder]):
                     raise ModelServiceFailed(
                         f"Knowledge base '{kb.id}' holds {snap.dim}-dimensional vectors but its embedder "

@@ -4,24 +4,27 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from bailu.appspec import AppSpec
-from bailu.config import KnowledgeSettings
 from bailu.calls import AppCall
+from bailu.config import KnowledgeSettings
 from bailu.errors import InvalidParameter
 from bailu.knowledge import pgvector
 from bailu.knowledge import store as kb_store
 from bailu.knowledge.embedders import Embedders
-from bailu.knowledge.rerankers import Rerankers
 from bailu.knowledge.lexical import chunk_tokens
+from bailu.knowledge.rerankers import Rerankers
 from bailu.knowledge.retrieval import Filters, Hit, Retriever
 from bailu.store.db import Database
 from bailu.store.tables import KbChunk, KnowledgeBase
 
+
+log = logging.getLogger("bailu.knowledge")
 
 def add_files(
     db: Database, data_dir: Path, kb: KnowledgeBase, files: list[tuple[str, bytes]], tags: list[str], meta: dict[str, Any]
@@ -58,7 +61,10 @@ def remove_kb(db: Database, data_dir: Path, workspace_id: str, kb_id: str) -> bo
         files = kb_store.delete_kb(s, kb)
     for f in files:
         kb_store.file_path(data_dir, f.id, f.name).unlink(missing_ok=True)
-    pgvector.drop_index(db, kb_id)
+    try:
+        pgvector.drop_index(db, kb_id)
+    except Exception:  # noqa: BLE001 - the knowledge base is gone; an index left over costs disk only
+        log.exception("dropping the vector index of deleted knowledge base %s failed", kb_id)
     return True
 
 
@@ -106,6 +112,8 @@ def update_chunk(db: Database, workspace_id: str, chunk_id: int, *, text: str | 
     """:func:`edit_chunk`, re-embedding a changed chunk first, outside the write transaction
     (a remote embedder may take seconds; on SQLite the write lock is the whole process's)."""
     vector = None
+    text = kb_store.no_nul(text) if text is not None else None
+    title = kb_store.no_nul(title) if title is not None else None
     if text is not None or title is not None:
         with db.read() as s:
             c = s.get(KbChunk, chunk_id)

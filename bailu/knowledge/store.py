@@ -26,6 +26,11 @@ _ALNUM = string.ascii_lowercase + string.digits
 STALE_JOB = timedelta(seconds=60)  # a RUNNING job without a heartbeat for this long has crashed
 
 
+def no_nul(text: str) -> str:
+    """Text without NUL characters, which PostgreSQL's text type cannot hold (some PDFs carry them)."""
+    return text.replace("\x00", "")
+
+
 def new_kb_id() -> str:
     return "".join(secrets.choice(_ALNUM) for _ in range(10))
 

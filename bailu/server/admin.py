@@ -135,7 +135,8 @@ def get_kb(request: Request, ws: Workspace, kb_id: str) -> dict[str, Any]:
 def delete_kb(request: Request, ws: Workspace, kb_id: str) -> dict[str, Any]:
     """Delete a knowledge base with its files, chunks and jobs (Bailian's DeleteIndex)."""
     runner = _runner(request)
-    if not kb_service.remove_kb(runner.db, runner.settings.data_dir, ws, kb_id):
+    removed = kb_service.remove_kb(runner.db, runner.settings.data_dir, ws, kb_id)
+    if not removed:
         raise NotFound(f"No knowledge base '{kb_id}' in this workspace.")
     runner.knowledge.retriever.forget(kb_id)
     return {"id": kb_id, "deleted": True}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -143,13 +143,14 @@ async def _index_worker(db: Database, settings: Settings, knowledge: Knowledge, 
     passes = 0
     while True:
         recover = passes % 30 == 0  # look for crashed jobs at start and every 30 passes
-        try:
-            await anyio.to_thread.run_sync(lambda: run_pending(db, settings.data_dir, recover=recover, embedders=knowledge.embedders))
-            if passes % 600 == 0:
-                await anyio.to_thread.run_sync(purge_expired, db, settings.sessions.ttl_seconds)
-                await anyio.to_thread.run_sync(_prune_snapshots, db, knowledge)
-        except Exception:  # noqa: BLE001 - keep the worker alive; the job records its own failure
-            log.exception("background worker")
+        chores: list[Callable[[], object]] = [lambda: run_pending(db, settings.data_dir, recover=recover, embedders=knowledge.embedders)]
+        if passes % 600 == 0:
+            chores += [lambda: purge_expired(db, settings.sessions.ttl_seconds), lambda: _prune_snapshots(db, knowledge)]
+        for chore in chores:  # one failing does not skip the others
+            try:
+                await anyio.to_thread.run_sync(chore)
+            except Exception:  # noqa: BLE001 - keep the worker alive; a job records its own failure
+                log.exception("background worker")
         passes += 1
         await asyncio.sleep(every)
 
