@@ -647,3 +647,11 @@ def test_a_background_rebuild_that_fails_surfaces_its_error(kb_env, upstream, mo
     finally:
         wide.close()
         narrow.close()
+
+
+def test_lexical_search_joins_latin_compounds() -> None:
+    from bailu.knowledge.lexical import LexicalIndex, chunk_tokens
+
+    index = LexicalIndex([chunk_tokens("filelock", "A platform-independent filelock for Python."), chunk_tokens("tea", "Green tea is steamed.")])
+    assert index.scores("a file lock")[0] > 0 and index.scores("a file lock")[1] == 0  # "file lock" finds "filelock"
+    assert index.scores("green tea")[1] > 0 and index.scores("greentea").max() == 0  # joining is one way: query words only

@@ -86,7 +86,11 @@ class LexicalIndex:
 
     def scores(self, query: str) -> np.ndarray:
         """One BM25 score per document (0 where no query term occurs)."""
-        terms = [t for t in tokenize(query) if t in self._vocab]
+        tokens = tokenize(query)
+        # "file lock" also looks for "filelock", "data frame" for "dataframe": Latin compounds
+        # are one token in the text and two in the question (or the other way round) often
+        joined = [a + b for a, b in zip(tokens, tokens[1:], strict=False) if a.isascii() and b.isascii() and a.isalnum() and b.isalnum()]
+        terms = [t for t in tokens + joined if t in self._vocab]
         if not terms or not self.size:
             return np.zeros(self.size, dtype=np.float32)
         return np.asarray(self._bm25.get_scores(terms), dtype=np.float32)
