@@ -73,7 +73,7 @@ class Runner:
         hits: list[Hit] | None = None
         if self.knowledge.wanted(spec, call):
             # retrieval is CPU work (BM25, embedding the query): never on the event loop
-            hits = await anyio.to_thread.run_sync(self._retrieve, workspace_id, spec, call)
+            hits = await anyio.to_thread.run_sync(self._retrieve, workspace_id, spec, call, history)
         show_sources = bool(spec.knowledge and spec.knowledge.show_sources)
         context = context_prompt(hits, show_sources) if hits is not None else None
         request = build_request(spec, call, history, context)
@@ -98,9 +98,9 @@ class Runner:
                 session_id = ids.session_id()
         return spec, workspace_id, session_id, history
 
-    def _retrieve(self, workspace_id: str, spec: AppSpec, call: AppCall) -> list[Hit] | None:
+    def _retrieve(self, workspace_id: str, spec: AppSpec, call: AppCall, history: list[Message]) -> list[Hit] | None:
         with self.db.read() as s:
-            return self.knowledge.retrieve_for(s, workspace_id, spec, call)
+            return self.knowledge.retrieve_for(s, workspace_id, spec, call, history)
 
     def _spec(self, published: app_repo.PublishedApp) -> AppSpec:
         """Parsed specs by (app, version); versions are immutable, so this never goes stale."""

@@ -310,6 +310,20 @@ def test_rag_context_reaches_the_model(server: BailuServer, phones: dict[str, st
     assert system.startswith("你是手机导购。\n\n# 知识库") and "Flex Fold+" in system and "<ref>[编号]</ref>" in system
 
 
+def test_a_follow_up_question_retrieves_with_the_conversation(server: BailuServer, phones: dict[str, str]) -> None:
+    """"它多少钱？" alone matches nothing; after "折叠屏手机有哪些？" it finds the folding phone —
+    in a session and with messages alike."""
+    app = server.app(model="up-echo", knowledge={"pipeline_ids": [phones["kb"]], "top_k": 1})
+    alone = server.post(app, {"input": {"prompt": "它多少钱？"}})
+    assert alone.status_code == 200 and "Flex Fold+" not in server.upstream.last("fake-echo")["messages"][0]["content"]
+    first = server.post(app, {"input": {"prompt": "折叠屏手机有哪些？"}}).json()
+    follow = server.post(app, {"input": {"prompt": "它多少钱？", "session_id": first["output"]["session_id"]}})
+    assert follow.status_code == 200 and "Flex Fold+" in server.upstream.last("fake-echo")["messages"][0]["content"]
+    messages = [{"role": "user", "content": "折叠屏手机有哪些？"}, {"role": "assistant", "content": "有 Flex Fold+。"}, {"role": "user", "content": "它多少钱？"}]
+    assert server.post(app, {"input": {"messages": messages}}).status_code == 200
+    assert "Flex Fold+" in server.upstream.last("fake-echo")["messages"][0]["content"]
+
+
 def test_rag_options_rules(server: BailuServer, phones: dict[str, str]) -> None:
     plain = server.app(model="up-echo")
     ask = {"input": {"prompt": "折叠屏手机"}}

@@ -84,9 +84,13 @@ class LexicalIndex:
             self._bm25.index(corpus, show_progress=False)
         self._vocab = set(self._bm25.vocab_dict) if corpus else set()
 
-    def scores(self, query: str) -> np.ndarray:
-        """One BM25 score per document (0 where no query term occurs)."""
+    def scores(self, query: str, context: str = "") -> np.ndarray:
+        """One BM25 score per document (0 where no query term occurs). ``context`` (the previous
+        question of a conversation) counts half as much as the query: its words are added once,
+        the query's twice."""
         tokens = tokenize(query)
+        if context:
+            tokens = tokens + tokens + tokenize(context)
         # "file lock" also looks for "filelock", "data frame" for "dataframe": Latin compounds
         # are one token in the text and two in the question (or the other way round) often
         joined = [a + b for a, b in zip(tokens, tokens[1:], strict=False) if a.isascii() and b.isascii() and a.isalnum() and b.isalnum()]

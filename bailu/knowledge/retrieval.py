@@ -173,11 +173,15 @@ class Retriever:
         for kb_id in set(self._snapshots) - existing:
             self.forget(kb_id)
 
-    def retrieve(self, s: Session, kbs: list[KnowledgeBase], query: str, *, top_k: int = 5, threshold: float = 0.0, filters: Filters = Filters()) -> list[Hit]:
+    def retrieve(self, s: Session, kbs: list[KnowledgeBase], query: str, *, top_k: int = 5, threshold: float = 0.0, filters: Filters = Filters(),
+                 context: str = "") -> list[Hit]:
+        """The best chunks for ``query`` across ``kbs``. ``context``: the conversation's previous
+        question, so that a follow-up ("它多少钱？") finds what the conversation is about; it weighs
+        half as much as the query in the lexical list and precedes it in the embedded text."""
         snaps = {kb.id: self.snapshot(s, kb) for kb in kbs}
         vectors: dict[str, np.ndarray] = {}
         letters = len(_LETTER.findall(query)) or 1
-        mostly_cjk = len(_CJK.findall(query)) / letters > DENSE_MAX_CJK_SHARE
+        mostly_cjk = len(_CJK.findall(query + context)) / (letters + len(_LETTER.findall(context))) > DENSE_MAX_CJK_SHARE
         candidates = max(MIN_CANDIDATES, 2 * top_k)
         fused: list[tuple[float, str, int]] = []
         for kb in kbs:
@@ -188,7 +192,7 @@ class Retriever:
             if not keep.any():
                 continue
             assert snap.lexical is not None
-            lex = np.where(keep, snap.lexical.scores(query), 0.0)
+            lex = np.where(keep, snap.lexical.scores(query, context), 0.0)
             lists = [_standardised(lex, [int(i) for i in _top(lex, candidates) if lex[i] > 0], floor=0.0)]
             if (snap.vectors is not None or snap.dense_in_db) and not (mostly_cjk and snap.embedder in ENGLISH_ONLY_EMBEDDERS):
                 if snap.embedder not in vectors:
@@ -196,7 +200,7 @@ class Retriever:
                     assert embedder is not None
                     if getattr(embedder, "remote", False):
                         _release(s)
-                    vectors[snap.embedder] = embedder.embed([query])[0]
+                    vectors[snap.embedder] = embedder.embed([f"{context}\n{query}" if context else query])[0]
                 if snap.dim == -1:
                     raise ModelServiceFailed(f"Knowledge base '{kb.id}' holds vectors of different dimensions (its embedder changed): re-add its files.")
                 if snap.dim is not None and snap.dim != len(vectors[snap.embedder]):

@@ -5,13 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from bailu.appspec import AppSpec
-from bailu.calls import AppCall
+from bailu.calls import AppCall, Message
 from bailu.config import KnowledgeSettings
 from bailu.errors import InvalidParameter
 from bailu.knowledge import pgvector
@@ -174,7 +175,7 @@ class Knowledge:
             or rag.pipeline_ids is not None or rag.file_ids or rag.metadata_filter or rag.structured_filter
         )
 
-    def retrieve_for(self, s: Session, workspace_id: str, spec: AppSpec, call: AppCall) -> list[Hit] | None:
+    def retrieve_for(self, s: Session, workspace_id: str, spec: AppSpec, call: AppCall, history: Sequence[Message] = ()) -> list[Hit] | None:
         """The chunks for this call, or None when it uses no knowledge base.
 
         Call-time ``rag_options.pipeline_ids`` (first 5) replace the app's; ids that are
@@ -208,13 +209,25 @@ class Knowledge:
         )
         top_k = spec.knowledge.top_k if spec.knowledge else 5
         threshold = spec.knowledge.threshold if spec.knowledge else 0.0
-        return self.retriever.retrieve(s, kbs, query_of(call), top_k=top_k, threshold=threshold, filters=filters)
+        return self.retriever.retrieve(s, kbs, query_of(call), top_k=top_k, threshold=threshold, filters=filters,
+                                       context=previous_question(call, history))
 
 
 def query_of(call: AppCall) -> str:
     if call.prompt:
         return call.prompt
     users = [m["content"] for m in call.messages or [] if m["role"] == "user"]
+    return users[-1] if users else ""
+
+
+def previous_question(call: AppCall, history: Sequence[Message]) -> str:
+    """The user's question before this one — from the session's history, or from ``messages`` —
+    the conversation context retrieval uses (Bailian rewrites multi-turn queries with a model;
+    bailu weighs the previous question in, which costs no model call)."""
+    earlier = list(history) + list(call.messages or [])
+    users = [m["content"] for m in earlier if m.get("role") == "user" and isinstance(m.get("content"), str)]
+    if not call.prompt and users:
+        users = users[:-1]  # with messages and no prompt, the last user message is the question itself
     return users[-1] if users else ""
 
 
