@@ -78,6 +78,12 @@ class NotFound(RequestError):
     default_message = "Not found!"
 
 
+class Conflict(RequestError):
+    status = 409
+    code = "Conflict"
+    default_message = "The object changed while it was being updated: try again."
+
+
 class Throttling(RequestError):
     status = 429
     code = "Throttling"

@@ -13,7 +13,8 @@ test bailu.toml), so one upstream serves every scenario:
 * ``fake-break``   streams two chunks, then drops the connection
 
 It also serves the knowledge endpoints: ``/v1/embeddings`` (a hashed bag of words, so
-texts sharing words are near; deliberately not unit length; ``fake-500`` fails), and
+texts sharing words are near; deliberately not unit length; ``fake-500`` fails,
+``fake-embed-slow`` takes 0.5 s), and
 rerank in three shapes — ``/v1/rerank`` (Jina / Cohere), ``/rerank`` (TEI) and DashScope's
 ``/api/v1/services/rerank/text-rerank/text-rerank`` — scoring the share of the query's
 words a document contains. Those calls are recorded in ``calls`` as (path, body).
@@ -103,6 +104,8 @@ class FakeUpstream:
         self.call_headers.append(dict(request.headers))
         if body.get("model") == "fake-500":
             return JSONResponse({"error": {"message": "embedding backend down"}}, status_code=500)
+        if body.get("model") == "fake-embed-slow":
+            await asyncio.sleep(0.5)
         dim = int(body.get("dimensions") or 32)
         data = []
         for i, text in enumerate(body["input"]):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -669,3 +670,36 @@ def test_lexical_search_joins_latin_compounds() -> None:
     index = LexicalIndex([chunk_tokens("filelock", "A platform-independent filelock for Python."), chunk_tokens("tea", "Green tea is steamed.")])
     assert index.scores("a file lock")[0] > 0 and index.scores("a file lock")[1] == 0  # "file lock" finds "filelock"
     assert index.scores("green tea")[1] > 0 and index.scores("greentea").max() == 0  # joining is one way: query words only
+
+
+def test_a_chunk_edited_meanwhile_is_embedded_again(kb_env, upstream) -> None:  # type: ignore[no-untyped-def]
+    """An edit embeds outside its write transaction; if another edit lands meanwhile, the vector
+    is made again from what the chunk finally holds."""
+    import threading
+
+    from bailu.config import KnowledgeSettings, ServiceConfig
+    from bailu.knowledge.embedders import Embedders
+
+    db, ws, data_dir = kb_env
+    config = {"e": ServiceConfig("e", "openai", upstream.base_url, "fake-embed-slow", dimensions=32)}
+    slow = Embedders(KnowledgeSettings(embedders=config))
+    fast = Embedders(KnowledgeSettings(embedders={"e": ServiceConfig("e", "openai", upstream.base_url, "fake-embed", dimensions=32)}))
+    try:
+        with db.write() as s:
+            kb = kb_store.create_kb(s, ws, "k", chunk_size=500, overlap=0, structured=False, embedder="e")
+        run_job(db, data_dir, add(db, data_dir, kb, {"a.md": b"# Tea\n\nGreen tea is steamed."})[0], fast)
+        with db.read() as s:
+            chunk_id = s.scalar(select(KbChunk.id).where(KbChunk.kb_id == kb.id))
+        editing = threading.Thread(target=update_chunk, args=(db, ws, chunk_id), kwargs={"text": "Black coffee is roasted.", "embedders": slow})
+        editing.start()
+        time.sleep(0.2)  # while that edit is embedding, another changes the title
+        assert update_chunk(db, ws, chunk_id, title="Coffee", embedders=fast) is not None
+        editing.join(timeout=10)
+        with db.read() as s:
+            c = s.get(KbChunk, chunk_id)
+            assert (c.title, c.text) == ("Coffee", "Black coffee is roasted.")
+            expected = fast.get("e").embed(["Coffee\nBlack coffee is roasted."])[0]
+            assert np.allclose(np.frombuffer(c.vector, dtype=np.float32), expected)
+    finally:
+        slow.close()
+        fast.close()

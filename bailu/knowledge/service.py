@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from bailu.appspec import AppSpec
 from bailu.calls import AppCall, Message
 from bailu.config import KnowledgeSettings
-from bailu.errors import InvalidParameter
+from bailu.errors import Conflict, InvalidParameter
 from bailu.knowledge import pgvector
 from bailu.knowledge import store as kb_store
 from bailu.knowledge.embedders import Embedders
@@ -111,23 +111,32 @@ def edit_chunk(s: Session, workspace_id: str, chunk_id: int, *, text: str | None
 def update_chunk(db: Database, workspace_id: str, chunk_id: int, *, text: str | None = None, title: str | None = None,
                  enabled: bool | None = None, embedders: Embedders | None = None) -> KbChunk | None:
     """:func:`edit_chunk`, re-embedding a changed chunk first, outside the write transaction
-    (a remote embedder may take seconds; on SQLite the write lock is the whole process's)."""
-    vector = None
+    (a remote embedder may take seconds; on SQLite the write lock is the whole process's). If
+    another edit changed the chunk meanwhile, the vector would not match: it is made again."""
     text = kb_store.no_nul(text) if text is not None else None
     title = kb_store.no_nul(title) if title is not None else None
-    if text is not None or title is not None:
+    if text is None and title is None:
+        with db.write() as s:
+            return edit_chunk(s, workspace_id, chunk_id, enabled=enabled)
+    for _ in range(3):
         with db.read() as s:
             c = s.get(KbChunk, chunk_id)
             kb = kb_store.get_kb(s, workspace_id, c.kb_id) if c is not None else None
             if c is None or kb is None:
                 return None
-            content = f"{c.title if title is None else title}\n{c.text if text is None else text}"
+            seen = (c.title, c.text)
             embedder_name = kb.embedder
         embedder = (embedders or Embedders()).get(embedder_name)
+        vector = None
         if embedder is not None:
+            content = f"{seen[0] if title is None else title}\n{seen[1] if text is None else text}"
             vector = embedder.embed([content])[0].astype("float32").tobytes()
-    with db.write() as s:
-        return edit_chunk(s, workspace_id, chunk_id, text=text, title=title, enabled=enabled, vector=vector)
+        with db.write() as s:
+            current = s.get(KbChunk, chunk_id)
+            if current is not None and (current.title, current.text) != seen:
+                continue  # edited by someone else while this one was embedding
+            return edit_chunk(s, workspace_id, chunk_id, text=text, title=title, enabled=enabled, vector=vector)
+    raise Conflict("The chunk kept changing while it was being edited: try again.")
 
 
 def delete_chunk(s: Session, workspace_id: str, chunk_id: int) -> bool:
