@@ -44,6 +44,11 @@ def remote_kb(server: BailuServer, tmp_path_factory: pytest.TempPathFactory) -> 
     return {"kb": kb, "before": str(before), **dict(zip(NOTES, ids, strict=True))}
 
 
+def test_kb_list_shows_embedder_and_reranker(server: BailuServer, remote_kb: dict[str, str]) -> None:
+    lines = [line.split("\t") for line in server.cli_output("kb", "list").strip().splitlines()]
+    assert [remote_kb["kb"], "unstructured", "up-embed", "up-rerank", "drinks"] in lines
+
+
 def test_ingestion_embeds_through_the_endpoint(server: BailuServer, remote_kb: dict[str, str]) -> None:
     start = int(remote_kb["before"])
     sent = [(body, headers) for (path, body), headers in zip(server.upstream.calls[start:], server.upstream.call_headers[start:], strict=True)

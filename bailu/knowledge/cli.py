@@ -141,11 +141,12 @@ def register(main: click.Group, store_options: Any, open_store: Any, workspace_i
     @click.option("--workspace", help="Workspace id or name.")
     @store_options
     def kb_list(workspace: str | None, data_dir: str | None, config_file: str | None) -> None:
+        """One line per knowledge base: id, structure, embedder, reranker (or -), name."""
         with open_store(data_dir, config_file) as (_, db):
             ws = workspace_id(db, workspace)
             with db.read() as s:
                 for k in kb_store.list_kbs(s, ws):
-                    click.echo(f"{k.id}\t{k.structure_type}\t{k.name}")
+                    click.echo(f"{k.id}\t{k.structure_type}\t{k.embedder}\t{k.reranker or '-'}\t{k.name}")
 
     @kb.command("files")
     @click.argument("kb_ref", metavar="KB")
