@@ -90,17 +90,24 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("BAILU_DATA_DIR") or ".bailu")
 
 
-def _model_config(name: str, raw: Any) -> ModelConfig:
+def _table(where: str, raw: Any, providers: tuple[str, ...]) -> tuple[dict[str, Any], str, str | None]:
+    """A provider table's remaining keys, its provider (checked) and its key: ``api_key``, else the
+    variable ``api_key_env`` names (None when unset: the endpoint then answers 401, named)."""
     if not isinstance(raw, dict):
-        raise ConfigError(f"[models.{name}] must be a table")
+        raise ConfigError(f"{where} must be a table")
     raw = dict(raw)
     provider = raw.pop("provider", None)
-    if provider not in PROVIDERS:
-        raise ConfigError(f"[models.{name}] provider must be one of {', '.join(PROVIDERS)}, got {provider!r}")
+    if provider not in providers:
+        raise ConfigError(f"{where} provider must be one of {', '.join(providers)}, got {provider!r}")
     api_key = raw.pop("api_key", None)
     api_key_env = raw.pop("api_key_env", None)
     if api_key is None and api_key_env:
         api_key = os.environ.get(str(api_key_env))
+    return raw, provider, api_key
+
+
+def _model_config(name: str, raw: Any) -> ModelConfig:
+    raw, provider, api_key = _table(f"[models.{name}]", raw, PROVIDERS)
     base_url = raw.pop("base_url", None)
     if provider == "openai" and not base_url:
         raise ConfigError(f"[models.{name}] provider 'openai' needs base_url")
@@ -123,21 +130,10 @@ def _model_config(name: str, raw: Any) -> ModelConfig:
 
 def _service_config(section: str, name: str, raw: Any, providers: tuple[str, ...]) -> ServiceConfig:
     where = f"[{section}.{name}]"
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where} must be a table")
-    raw = dict(raw)
-    provider = raw.pop("provider", None)
-    if provider not in providers:
-        raise ConfigError(f"{where} provider must be one of {', '.join(providers)}, got {provider!r}")
+    raw, provider, api_key = _table(where, raw, providers)
     base_url, model = raw.pop("base_url", None), raw.pop("model", None)
     if not base_url or not model:
         raise ConfigError(f"{where} needs base_url and model")
-    api_key = raw.pop("api_key", None)
-    api_key_env = raw.pop("api_key_env", None)
-    if api_key is None and api_key_env:
-        api_key = os.environ.get(str(api_key_env))
-        if not api_key:
-            raise ConfigError(f"{where} api_key_env names {api_key_env}, which is not set")
     try:
         timeout = float(raw.pop("timeout", 60.0))
         batch_size = int(raw.pop("batch_size", 16))
