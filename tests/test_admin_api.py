@@ -111,7 +111,7 @@ def test_delete_a_knowledge_base(server: BailuServer) -> None:
     assert api(server, "GET", f"/knowledge_bases/{created['id']}").status_code == 404
     assert api(server, "GET", f"/files/{file_id}").status_code == 404 and not stored[0].exists()
     gone = server.post(app, {"input": {"prompt": "绿茶"}})
-    assert gone.status_code == 400 and created["id"] in gone.json()["message"]
+    assert gone.status_code == 400 and gone.json()["message"] == f"the app's knowledge.pipeline_ids: no knowledge base '{created['id']}' in this workspace."
     assert api(server, "DELETE", f"/knowledge_bases/{created['id']}").status_code == 404
     other = server.cli("kb", "create", "cli-short-lived")
     assert server.cli("kb", "delete", other) == other
@@ -121,3 +121,31 @@ def test_delete_a_knowledge_base(server: BailuServer) -> None:
 def test_openapi_document(server: BailuServer) -> None:
     spec = httpx.get(f"{server.url}/admin/openapi.json").json()
     assert "/api/v1/admin/knowledge_bases/{kb_id}/files" in spec["paths"]
+
+
+def test_admin_input_is_checked_strictly_and_errors_read_well(server: BailuServer, kb: dict) -> None:
+    r = api(server, "POST", "/knowledge_bases", json={"name": ""})
+    assert r.status_code == 400 and r.json()["message"] == "Required parameter missing or invalid: name: String should have at least 1 character."
+    chunk = api(server, "GET", f"/knowledge_bases/{kb['id']}/chunks").json()["chunks"][0]
+    r = api(server, "PATCH", f"/chunks/{chunk['id']}", json={"enabled": "no"})  # a JSON boolean, not a word
+    assert r.status_code == 400 and "enabled: Input should be a valid boolean" in r.json()["message"]
+    r = api(server, "POST", f"/knowledge_bases/{kb['id']}/retrieve", json={"query": "手机", "file_ids": ["file_nope"]})
+    assert r.status_code == 400 and "'file_nope'" in r.json()["message"]
+    got = api(server, "GET", f"/knowledge_bases/{kb['id']}").json()
+    assert got["created_at"].endswith("+00:00")
+    table = api(server, "POST", "/knowledge_bases", json={"name": "表", "structured": True}).json()
+    r = api(server, "POST", f"/knowledge_bases/{table['id']}/files", files=[("files", ("notes.md", b"# x"))])
+    assert r.status_code == 400 and "notes.md" in r.json()["message"] and "csv" in r.json()["message"]
+    assert api(server, "GET", f"/knowledge_bases/{table['id']}/files").json()["files"] == []
+
+
+def test_cli_refuses_what_it_cannot_do(server: BailuServer, kb: dict) -> None:
+    from click.testing import CliRunner
+
+    from bailu.cli import main
+
+    env = {k: v for k, v in server.env.items() if k.startswith("BAILU_")}
+    for args, needle in ((["kb", "retrieve", kb["id"], "手机", "--top-k", "0"], "--top-k"), (["kb", "retrieve", kb["id"], "  "], "empty"),
+                         (["kb", "chunk-update", "1"], "nothing to change")):
+        result = CliRunner().invoke(main, args, env=env)
+        assert result.exit_code == 2 and needle in result.output, result.output

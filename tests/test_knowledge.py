@@ -335,7 +335,7 @@ def test_rag_options_rules(server: BailuServer, phones: dict[str, str]) -> None:
     r = server.post(plain, {**ask, "parameters": {"rag_options": {"pipeline_ids": [phones["kb"]], "tags": ["没有这个标签"]}}})
     assert "没有找到与问题相关的资料" in server.upstream.last("fake-echo")["messages"][0]["content"]
     for rag, needle in (
-        ({"file_ids": [phones["file"]]}, "need pipeline_ids"),
+        ({"file_ids": [phones["file"]]}, "need knowledge bases to search"),
         ({"pipeline_ids": [phones["kb"]], "file_ids": ["file_nope"]}, "file_nope"),
         ({"pipeline_ids": [phones["kb"]], "file_ids": ["f"] * 101}, "at most 100"),
         ({"pipeline_ids": "abc"}, "pipeline_ids"),

@@ -84,7 +84,12 @@ def register(main: click.Group, store_options: Any, open_store: Any, workspace_i
             ws = workspace_id(db, workspace)
             target = _kb(db, ws, kb_ref)
             uploads = [(Path(p).name, Path(p).read_bytes()) for p in files]
-            job_id, ids = add_files(db, settings.data_dir, target, uploads, tag_list, meta)
+            try:
+                job_id, ids = add_files(db, settings.data_dir, target, uploads, tag_list, meta)
+            except InvalidParameter as exc:
+                raise click.ClickException(exc.message) from None
+            if not wait:
+                click.echo("queued: a running `bailu serve` indexes them (or add with --wait to index here)", err=True)
             if wait:
                 with Knowledge(settings.knowledge) as knowledge:
                     failed = _wait(db, settings.data_dir, job_id, ids, knowledge.embedders)
@@ -117,11 +122,13 @@ def register(main: click.Group, store_options: Any, open_store: Any, workspace_i
     @click.argument("kb_ref", metavar="KB")
     @click.argument("query")
     @click.option("--workspace", help="Workspace id or name.")
-    @click.option("--top-k", type=int, default=5, show_default=True)
+    @click.option("--top-k", type=click.IntRange(1, 100), default=5, show_default=True)
     @click.option("--json", "as_json", is_flag=True, help="One JSON array of {doc_id, doc_name, title, text, score}.")
     @store_options
     def kb_retrieve(kb_ref: str, query: str, workspace: str | None, top_k: int, as_json: bool, data_dir: str | None, config_file: str | None) -> None:
         """Search a knowledge base, best first."""
+        if not query.strip():
+            raise click.BadParameter("the query is empty", param_hint="QUERY")
         with open_store(data_dir, config_file) as (settings, db):
             ws = workspace_id(db, workspace)
             target = _kb(db, ws, kb_ref)
@@ -190,6 +197,8 @@ def register(main: click.Group, store_options: Any, open_store: Any, workspace_i
     @click.option("--workspace", help="Workspace id or name.")
     @store_options
     def kb_chunk_update(chunk_id: int, text: str | None, title: str | None, enabled: bool | None, workspace: str | None, data_dir: str | None, config_file: str | None) -> None:
+        if text is None and title is None and enabled is None:
+            raise click.UsageError("nothing to change: give --text, --title, --enable or --disable")
         with open_store(data_dir, config_file) as (settings, db):
             ws = workspace_id(db, workspace)
             with Knowledge(settings.knowledge) as knowledge:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import PurePath
@@ -42,6 +43,9 @@ class Parsed:
 def file_type(name: str) -> str:
     return PurePath(name).suffix.lower().lstrip(".")
 
+
+TABLE_TYPES = ("csv", "xlsx")  # what a structured knowledge base takes
+logging.getLogger("pypdf").setLevel(logging.ERROR)  # its warnings ("EOF marker not found") duplicate the reason we report
 
 def parse(data: bytes, name: str) -> Parsed:
     kind = file_type(name)

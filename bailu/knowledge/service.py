@@ -19,6 +19,7 @@ from bailu.knowledge import pgvector
 from bailu.knowledge import store as kb_store
 from bailu.knowledge.embedders import Embedders
 from bailu.knowledge.lexical import chunk_tokens
+from bailu.knowledge.parsing import TABLE_TYPES, file_type
 from bailu.knowledge.rerankers import Rerankers
 from bailu.knowledge.retrieval import Filters, Hit, Retriever
 from bailu.store.db import Database
@@ -31,7 +32,12 @@ def add_files(
     db: Database, data_dir: Path, kb: KnowledgeBase, files: list[tuple[str, bytes]], tags: list[str], meta: dict[str, Any]
 ) -> tuple[str, list[str]]:
     """Store uploaded files (bytes in ``DATA_DIR/files``, written before the rows that name
-    them, outside the transaction) and queue one indexing job for them."""
+    them, outside the transaction) and queue one indexing job for them. A structured knowledge
+    base takes tables only: other files are refused here, naming them, before anything is stored."""
+    if kb.structure_type == "structured":
+        wrong = [name for name, _ in files if file_type(name) not in TABLE_TYPES]
+        if wrong:
+            raise InvalidParameter(f"a structured knowledge base takes tables ({', '.join(TABLE_TYPES)}): {', '.join(wrong)}")
     (data_dir / "files").mkdir(parents=True, exist_ok=True)
     ids = [kb_store.new_file_id() for _ in files]
     written = []
@@ -192,16 +198,19 @@ class Knowledge:
         workspace's look exactly like unknown ones).
         """
         rag = call.rag
-        kb_ids = rag.pipeline_ids if rag.pipeline_ids is not None else (spec.knowledge.pipeline_ids if spec.knowledge else [])
-        if not kb_ids:
+        from_call = rag.pipeline_ids is not None
+        kb_ids = rag.pipeline_ids if from_call else (spec.knowledge.pipeline_ids if spec.knowledge else [])
+        if not kb_ids:  # (call-time pipeline_ids: [] turns retrieval off for this call)
             if rag.file_ids or rag.metadata_filter or rag.structured_filter:
-                raise InvalidParameter("parameters.rag_options: file_ids and filters need pipeline_ids (this app has no knowledge base).")
+                raise InvalidParameter("parameters.rag_options: file_ids and filters need knowledge bases to search "
+                                       + ("(pipeline_ids is empty)." if from_call else "(this app has none: send pipeline_ids)."))
             return None
         kbs = []
         for kb_id in kb_ids:
             kb = kb_store.get_kb(s, workspace_id, kb_id)
             if kb is None:
-                raise InvalidParameter(f"parameters.rag_options.pipeline_ids: no knowledge base '{kb_id}' in this workspace.")
+                where = "parameters.rag_options.pipeline_ids" if from_call else "the app's knowledge.pipeline_ids"
+                raise InvalidParameter(f"{where}: no knowledge base '{kb_id}' in this workspace.")
             kbs.append(kb)
         if rag.file_ids:
             for file_id in rag.file_ids:

@@ -9,6 +9,7 @@ shape ``{code, message, request_id}``.
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 from typing import Annotated, Any
 
 import anyio.to_thread
@@ -32,7 +33,7 @@ MAX_FILE_BYTES = 100 * 1024 * 1024  # Bailian's limit for documents
 
 
 class KbCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     name: str = Field(min_length=1, max_length=200)
     description: str = Field(default="", max_length=1000)
     chunk_size: int = DEFAULT_CHUNK_SIZE
@@ -43,7 +44,7 @@ class KbCreate(BaseModel):
 
 
 class RetrieveRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     query: str = Field(min_length=1)
     top_k: int = Field(default=5, ge=1, le=100)
     threshold: float = Field(default=0.0, ge=0, le=1)
@@ -54,7 +55,7 @@ class RetrieveRequest(BaseModel):
 
 
 class ChunkUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     text: str | None = Field(default=None, min_length=1, max_length=6000)
     title: str | None = Field(default=None, max_length=500)
     enabled: bool | None = None
@@ -82,15 +83,20 @@ def workspace(
 Workspace = Annotated[str, Depends(workspace)]
 
 
+def _iso(ts: datetime) -> str:
+    """UTC, with its offset (SQLite hands datetimes back without one)."""
+    return (ts if ts.tzinfo is not None else ts.replace(tzinfo=timezone.utc)).isoformat()
+
+
 def kb_json(kb: KnowledgeBase) -> dict[str, Any]:
     return {"id": kb.id, "name": kb.name, "description": kb.description, "structure_type": kb.structure_type,
-            "chunk_size": kb.chunk_size, "overlap": kb.overlap, "embedder": kb.embedder, "reranker": kb.reranker, "created_at": kb.created_at.isoformat()}
+            "chunk_size": kb.chunk_size, "overlap": kb.overlap, "embedder": kb.embedder, "reranker": kb.reranker, "created_at": _iso(kb.created_at)}
 
 
 def file_json(f: KbFile) -> dict[str, Any]:
     return {"id": f.id, "kb_id": f.kb_id, "name": f.name, "file_type": f.file_type, "size": f.size, "tags": f.tags,
             "metadata": f.meta, "status": f.status, "index_status": f.index_status, "message": f.message,
-            "created_at": f.created_at.isoformat()}
+            "created_at": _iso(f.created_at)}
 
 
 def chunk_json(c: KbChunk) -> dict[str, Any]:
@@ -215,6 +221,10 @@ def retrieve(request: Request, ws: Workspace, kb_id: str, body: RetrieveRequest)
         metadata=body.metadata_filter, structured=body.structured_filter,
     )
     with runner.db.read() as s:
+        for file_id in body.file_ids or []:  # as rag_options does: a file of another knowledge base is a mistake, named
+            f = kb_store.get_file(s, ws, file_id)
+            if f is None or f.kb_id != kb.id:
+                raise InvalidParameter(f"file_ids: no file '{file_id}' in this knowledge base.")
         hits = runner.knowledge.retriever.retrieve(s, [kb], body.query, top_k=body.top_k, threshold=body.threshold, filters=filters)
     return {"nodes": [{"doc_id": h.doc_id, "doc_name": h.doc_name, "title": h.title, "text": h.text, "score": h.score,
                        "chunk_id": h.chunk_id, "pages": h.pages, "fields": h.fields} for h in hits]}

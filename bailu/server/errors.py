@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -13,6 +15,22 @@ from bailu import ids
 from bailu.errors import BailuError, InternalError, InvalidParameter, NotFound
 
 log = logging.getLogger("bailu.server")
+
+
+def validation_message(errors: Sequence[Any]) -> str:
+    """``name: String should have at least 1 character; top_k: ...`` — each field by its path in
+    the body (or the query), with pydantic's own sentence (not a repr of the error objects)."""
+    parts = []
+    for e in errors:
+        loc = [str(p) for p in e.get("loc", ())]
+        if loc and loc[0] in ("body", "query", "path", "header"):  # where it came from, not the field
+            loc = loc[1:]
+        field = ".".join(loc) or "body"
+        msg = str(e.get("msg", "invalid"))
+        if e.get("type") == "json_invalid":
+            field, msg = "body", "not valid JSON"
+        parts.append(f"{field}: {msg}")
+    return "Required parameter missing or invalid: " + "; ".join(parts) + "."
 
 
 def request_id_of(request: Request) -> str:
@@ -59,7 +77,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         rid = request_id_of(request)
-        return error_response(InvalidParameter(f"Required parameter missing or invalid: {exc.errors()}"), rid)
+        return error_response(InvalidParameter(validation_message(exc.errors())), rid)
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, exc: Exception) -> JSONResponse:
