@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 
@@ -149,3 +150,5 @@ def test_cli_refuses_what_it_cannot_do(server: BailuServer, kb: dict) -> None:
                          (["kb", "chunk-update", "1"], "nothing to change")):
         result = CliRunner().invoke(main, args, env=env)
         assert result.exit_code == 2 and needle in result.output, result.output
+    whole = json.loads(server.cli_output("kb", "chunks", kb["id"], "--json"))
+    assert whole and all(isinstance(c["id"], int) and c["text"] for c in whole) and any("Zephyr Z9" in c["text"] for c in whole)

@@ -172,9 +172,10 @@ def register(main: click.Group, store_options: Any, open_store: Any, workspace_i
     @click.argument("kb_ref", metavar="KB")
     @click.option("--file", "file_id", help="Only this file's chunks.")
     @click.option("--workspace", help="Workspace id or name.")
+    @click.option("--json", "as_json", is_flag=True, help="One JSON array of whole chunks {id, file_id, enabled, title, text, pages, fields}.")
     @store_options
-    def kb_chunks(kb_ref: str, file_id: str | None, workspace: str | None, data_dir: str | None, config_file: str | None) -> None:
-        """List chunks: id, file, enabled, title, text."""
+    def kb_chunks(kb_ref: str, file_id: str | None, workspace: str | None, as_json: bool, data_dir: str | None, config_file: str | None) -> None:
+        """List chunks: id (an integer), file, on/off, title, the text's first 80 characters."""
         from sqlalchemy import select
 
         from bailu.store.tables import KbChunk
@@ -186,8 +187,13 @@ def register(main: click.Group, store_options: Any, open_store: Any, workspace_i
             if file_id:
                 q = q.where(KbChunk.file_id == file_id)
             with db.read() as s:
-                for c in s.scalars(q.order_by(KbChunk.file_id, KbChunk.seq)):
-                    click.echo(f"{c.id}\t{c.file_id}\t{'on' if c.enabled else 'off'}\t{c.title}\t{c.text[:80]!r}")
+                chunks = list(s.scalars(q.order_by(KbChunk.file_id, KbChunk.seq)))
+            if as_json:
+                click.echo(json.dumps([{"id": c.id, "file_id": c.file_id, "enabled": c.enabled, "title": c.title, "text": c.text,
+                                        "pages": c.pages, "fields": c.fields} for c in chunks], ensure_ascii=False))
+                return
+            for c in chunks:
+                click.echo(f"{c.id}\t{c.file_id}\t{'on' if c.enabled else 'off'}\t{c.title}\t{c.text[:80]!r}")
 
     @kb.command("chunk-update")
     @click.argument("chunk_id", type=int)
