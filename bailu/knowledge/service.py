@@ -212,13 +212,9 @@ class Knowledge:
                 where = "parameters.rag_options.pipeline_ids" if from_call else "the app's knowledge.pipeline_ids"
                 raise InvalidParameter(f"{where}: no knowledge base '{kb_id}' in this workspace.")
             kbs.append(kb)
-        if rag.file_ids:
-            for file_id in rag.file_ids:
-                f = kb_store.get_file(s, workspace_id, file_id)
-                if f is None or f.kb_id not in kb_ids:
-                    raise InvalidParameter(
-                        f"parameters.rag_options.file_ids: file '{file_id}' is not in the knowledge bases of pipeline_ids."
-                    )
+        bad = kb_store.foreign_file(s, workspace_id, rag.file_ids or [], kb_ids)
+        if bad is not None:
+            raise InvalidParameter(f"parameters.rag_options.file_ids: file '{bad}' is not in the knowledge bases of pipeline_ids.")
         filters = Filters(
             file_ids=frozenset(rag.file_ids) if rag.file_ids else None,
             tags=frozenset(rag.tags) if rag.tags else None,

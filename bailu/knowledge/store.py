@@ -91,6 +91,15 @@ def get_file(s: Session, workspace_id: str, file_id: str) -> KbFile | None:
     return f if f is not None and f.workspace_id == workspace_id else None
 
 
+def foreign_file(s: Session, workspace_id: str, file_ids: Sequence[str], kb_ids: Sequence[str]) -> str | None:
+    """The first of ``file_ids`` that is not a file of one of ``kb_ids`` (in this workspace), if any."""
+    for file_id in file_ids:
+        f = get_file(s, workspace_id, file_id)
+        if f is None or f.kb_id not in kb_ids:
+            return file_id
+    return None
+
+
 def list_files(s: Session, kb_id: str) -> list[KbFile]:
     return list(s.scalars(select(KbFile).where(KbFile.kb_id == kb_id).order_by(KbFile.created_at, KbFile.id)))
 

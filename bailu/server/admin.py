@@ -221,10 +221,9 @@ def retrieve(request: Request, ws: Workspace, kb_id: str, body: RetrieveRequest)
         metadata=body.metadata_filter, structured=body.structured_filter,
     )
     with runner.db.read() as s:
-        for file_id in body.file_ids or []:  # as rag_options does: a file of another knowledge base is a mistake, named
-            f = kb_store.get_file(s, ws, file_id)
-            if f is None or f.kb_id != kb.id:
-                raise InvalidParameter(f"file_ids: no file '{file_id}' in this knowledge base.")
+        bad = kb_store.foreign_file(s, ws, body.file_ids or [], [kb.id])  # as rag_options does: named
+        if bad is not None:
+            raise InvalidParameter(f"file_ids: no file '{bad}' in this knowledge base.")
         hits = runner.knowledge.retriever.retrieve(s, [kb], body.query, top_k=body.top_k, threshold=body.threshold, filters=filters)
     return {"nodes": [{"doc_id": h.doc_id, "doc_name": h.doc_name, "title": h.title, "text": h.text, "score": h.score,
                        "chunk_id": h.chunk_id, "pages": h.pages, "fields": h.fields} for h in hits]}
